@@ -1,0 +1,8 @@
+"""Kernels of the zoo: attention and Gaussian rasterization, each with Pallas and XLA paths behind one dispatcher.
+
+`kernels` imports neither `zoo` nor `models`: it stands alone.
+"""
+
+from kernels.attention import attention
+
+__all__ = ["attention"]

@@ -1,0 +1,120 @@
+"""Orbax checkpoints of the zoo: one on-disk layout for the trainer and the converter.
+
+    <dir>/checkpoints/<step>/model      nnx.state(model): params and batch stats
+    <dir>/checkpoints/<step>/ema        (trainer, optional) EMA of the model state, used for eval when enabled
+    <dir>/checkpoints/<step>/optimizer  (trainer) optimizer state
+    <dir>/checkpoints/<step>/data_iter  (trainer) grain iterator state, JSON
+    <dir>/checkpoints/<step>/meta       JSON: model_name, overrides, step, eval_uses_ema, metrics
+
+`create_model(name, pretrained=<dir>)` reads the latest step of such a directory; the builder overrides saved in
+`meta` are applied first, so a model trained with e.g. `num_classes=10` reloads without repeating them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+from flax import nnx
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def _orbax():
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
+def manager_root(path: str) -> str:
+    """The CheckpointManager directory for a workdir, a manager directory, or a step directory."""
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
+        return os.path.join(path, CHECKPOINT_SUBDIR)
+    return path
+
+
+def _find_step_dir(path: str) -> tuple[str, int | None]:
+    """(manager root, step) for `path`; step None means `path` itself is a step directory."""
+    if os.path.isdir(os.path.join(path, "model")):
+        return path, None
+    root = manager_root(path)
+    steps = sorted(int(d) for d in os.listdir(root) if d.isdigit() and os.path.isdir(os.path.join(root, d)))
+    if not steps:
+        raise FileNotFoundError(
+            f"no checkpoint found in {path}: expected <dir>/checkpoints/<step>/model (written by train.py or "
+            "python -m zoo.convert)"
+        )
+    return root, steps[-1]
+
+
+def save_model(directory: str, model: nnx.Module, *, meta: dict[str, Any], step: int = 0) -> str:
+    """Write `model` (and `meta`) as a one-step checkpoint under `directory`; returns the manager root."""
+    ocp = _orbax()
+    root = os.path.join(os.path.abspath(directory), CHECKPOINT_SUBDIR)
+    with ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False)) as mgr:
+        mgr.save(
+            step,
+            args=ocp.args.Composite(
+                model=ocp.args.StandardSave(nnx.state(model)), meta=ocp.args.JsonSave(dict(meta, step=step))
+            ),
+        )
+        mgr.wait_until_finished()
+    return root
+
+
+def read_meta(path: str) -> dict[str, Any]:
+    """The JSON metadata of the latest checkpoint under `path`."""
+    ocp = _orbax()
+    root, step = _find_step_dir(os.path.abspath(path))
+    if step is None:
+        return ocp.JsonCheckpointHandler().restore(os.path.join(root, "meta"))
+    with ocp.CheckpointManager(root) as mgr:
+        return mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def restore_model_state(path: str, abstract_state: nnx.State, *, item: str = "model") -> nnx.State:
+    """Restore the `item` state of the latest checkpoint under `path` into the (possibly sharded) abstract state."""
+    ocp = _orbax()
+    root, step = _find_step_dir(os.path.abspath(path))
+    try:
+        if step is None:
+            return ocp.StandardCheckpointer().restore(os.path.join(root, item), abstract_state)
+        with ocp.CheckpointManager(root) as mgr:
+            restored = mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract_state)}))
+        return restored[item]
+    except (ValueError, KeyError) as err:
+        raise ValueError(
+            f"checkpoint {path} does not fit the model (different variant or overrides?): {err}"
+        ) from err
+
+
+def load_pretrained(entry, path: str, *, rngs: nnx.Rngs, overrides: dict[str, Any]) -> nnx.Module:
+    """Build `entry`'s model and load weights from an orbax directory or an official checkpoint file."""
+    if os.path.isdir(path):
+        meta = read_meta(path)
+        saved_name = meta.get("model_name")
+        if saved_name and saved_name != entry.name:
+            raise ValueError(f"checkpoint {path} holds model {saved_name!r}, not {entry.name!r}")
+        kwargs = dict(meta.get("overrides") or {}, **overrides)
+        abstract = nnx.eval_shape(lambda: entry.builder(rngs=rngs, **kwargs))
+        item = "ema" if meta.get("eval_uses_ema") else "model"
+        graphdef, abstract_state = nnx.split(abstract)
+        state = restore_model_state(path, abstract_state, item=item)
+        return nnx.merge(graphdef, state)
+    if not os.path.exists(path):
+        url = entry.cfg.url or "the model's README"
+        raise FileNotFoundError(
+            f"pretrained checkpoint {path!r} not found for {entry.name}. Official weights: {url}. Pass a local "
+            "file (.pt/.pth/.safetensors) or an orbax directory written by train.py / python -m zoo.convert."
+        )
+    if entry.converter is None:
+        raise ValueError(f"model {entry.name} has no converter for official checkpoints; pass an orbax directory")
+    from zoo.convert import read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    abstract = nnx.eval_shape(lambda: entry.builder(rngs=rngs, **overrides))
+    model = entry.converter(checkpoint, abstract)
+    jax.block_until_ready(nnx.state(model))
+    return model
