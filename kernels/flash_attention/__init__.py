@@ -154,7 +154,7 @@ def _canonical_extra(x, target, seq_q_pad, seq_k_pad, pad_value):
 
 
 def attention_pallas(q, k, v, *, bias=None, mask=None, scale: float | None = None, interpret: bool | None = None,
-                     block_q: int | None = None, block_k: int | None = None):
+                     block_q: int | None = None, block_k: int | None = None, platform: str | None = None):
     """Flash attention (Pallas) in the zoo layout; same contract as `kernels.attention`.
 
     Args:
@@ -164,6 +164,8 @@ def attention_pallas(q, k, v, *, bias=None, mask=None, scale: float | None = Non
       scale: logit scale (Python float), default head_dim ** -0.5.
       interpret: run the kernels in Pallas interpret mode; default: True exactly when the backend is CPU.
       block_q, block_k: override the backend's block sizes (powers of two; used for forward and backward).
+      platform: "gpu" or "tpu" to build the kernels for that backend instead of the default one (to lower/export
+        for a machine that is not attached, e.g. `jax.export` with `platforms=["cuda"]`).
     """
     from kernels.attention import check_inputs
 
@@ -173,8 +175,11 @@ def attention_pallas(q, k, v, *, bias=None, mask=None, scale: float | None = Non
     batch, seq_q, heads, head_dim = q.shape
     seq_k = k.shape[1]
     scale = head_dim**-0.5 if scale is None else float(scale)
-    backend = jax.default_backend()
-    platform = backend if backend in ("gpu", "tpu") else "cpu"
+    if platform is None:
+        backend = jax.default_backend()
+        platform = backend if backend in ("gpu", "tpu") else "cpu"
+    elif platform not in ("gpu", "tpu", "cpu"):
+        raise ValueError(f"platform must be 'gpu', 'tpu' or 'cpu'; got {platform!r}")
     if interpret is None:
         interpret = platform == "cpu"
     if platform == "cpu":

@@ -1,0 +1,241 @@
+"""Attention kernels: Pallas (interpret mode on CPU) vs the XLA path vs a naive softmax written here.
+
+Outputs and gradients wrt q, k, v and bias are compared over shapes the models use: relative-position biases broadcast
+over batch, key-padding masks, cross attention with seq_k >> seq_q, lengths that are not multiples of the block,
+head_dim 32/64/80/128, float32 and bfloat16. Small blocks are passed so every case loops over several blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kernels import attention
+from kernels.attention import attention_xla
+from kernels.flash_attention import attention_pallas
+
+
+def naive_attention(q, k, v, bias=None, mask=None, scale=None):
+    """Textbook softmax attention in f32; fully masked rows give 0."""
+    q, k, v = (x.astype(jnp.float32) for x in (q, k, v))
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision="highest") * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    allowed = jnp.ones(logits.shape, bool) if mask is None else jnp.broadcast_to(mask, logits.shape)
+    shift = jax.lax.stop_gradient(jnp.max(jnp.where(allowed, logits, -1e30), axis=-1, keepdims=True))
+    unnormalised = jnp.where(allowed, jnp.exp(jnp.where(allowed, logits - shift, 0.0)), 0.0)
+    total = jnp.sum(unnormalised, axis=-1, keepdims=True)
+    probs = unnormalised / jnp.maximum(total, 1e-30)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision="highest")
+
+
+def make_inputs(seed, batch, seq_q, seq_k, heads, head_dim, dtype, bias_shape, mask_shape, empty_row=False):
+    rng = np.random.default_rng(seed)
+    q = jnp.asarray(rng.normal(size=(batch, seq_q, heads, head_dim)), dtype)
+    k = jnp.asarray(rng.normal(size=(batch, seq_k, heads, head_dim)), dtype)
+    v = jnp.asarray(rng.normal(size=(batch, seq_k, heads, head_dim)), dtype)
+    bias = None if bias_shape is None else jnp.asarray(rng.normal(size=bias_shape), jnp.float32)
+    mask = None
+    if mask_shape is not None:
+        mask = rng.random(mask_shape) > 0.3
+        if empty_row:  # one query row (or one whole batch element) with no key to attend to
+            mask[(0,) * (len(mask_shape) - 1)] = False
+        mask = jnp.asarray(mask)
+    cotangent = jnp.asarray(rng.normal(size=(batch, seq_q, heads, head_dim)), jnp.float32)
+    return q, k, v, bias, mask, cotangent
+
+
+def outputs_and_grads(fn, q, k, v, bias, mask, cotangent):
+    """Output and d(sum(out * cotangent)) wrt q, k, v (and bias when there is one), jitted as one program."""
+
+    @jax.jit
+    def run(q, k, v, bias):
+        def loss(q, k, v, bias):
+            out = fn(q, k, v, bias=bias, mask=mask)
+            return jnp.sum(out.astype(jnp.float32) * cotangent), out
+
+        argnums = (0, 1, 2) if bias is None else (0, 1, 2, 3)
+        grads, out = jax.grad(loss, argnums=argnums, has_aux=True)(q, k, v, bias)
+        return out, grads
+
+    return run(q, k, v, bias)
+
+
+# (batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, block_q, block_k)
+F32_CASES = {
+    # ViT-like: 197 tokens (not a multiple of the block), relative-position bias over batch, key padding, hd 80.
+    "vit197_relbias_keypad_hd80": (2, 197, 197, 2, 80, (1, 2, 197, 197), (2, 1, 1, 197), 64, 64),
+    # Cross attention: 16 queries over 1030 keys, per-key bias broadcast over heads and queries, hd 32.
+    "cross16x1030_keybias_hd32": (1, 16, 1030, 2, 32, (1, 1, 1, 1030), None, 16, 128),
+    # Full-shape bias and a full-shape mask with an empty row, hd 64.
+    "full_bias_full_mask_hd64": (2, 40, 72, 2, 64, (2, 2, 40, 72), (2, 2, 40, 72), 16, 32),
+    # Rank-2 bias and causal-style rank-2 mask, bias broadcast along keys, hd 128.
+    "rank2_bias_and_mask_hd128": (1, 24, 24, 2, 128, (24, 1), (24, 24), 8, 16),
+}
+
+
+@pytest.mark.parametrize("case", list(F32_CASES))
+def test_float32_matches_xla_and_naive(case):
+    batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, block_q, block_k = F32_CASES[case]
+    inputs = make_inputs(0, batch, seq_q, seq_k, heads, head_dim, jnp.float32, bias_shape, mask_shape,
+                         empty_row=mask_shape is not None)
+    if case.startswith("rank2"):  # a causal mask: every row keeps at least its diagonal
+        inputs = inputs[:4] + (jnp.tril(jnp.ones((seq_q, seq_k), bool)),) + inputs[5:]
+    pallas = functools.partial(attention_pallas, interpret=True, block_q=block_q, block_k=block_k)
+    out_p, grads_p = outputs_and_grads(pallas, *inputs)
+    out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
+    out_n, grads_n = outputs_and_grads(naive_attention, *inputs)
+    assert out_p.shape == (batch, seq_q, heads, head_dim) and out_p.dtype == jnp.float32
+    for name, got_p, got_x, want in zip(["out", "dq", "dk", "dv", "dbias"], [out_p, *grads_p], [out_x, *grads_x],
+                                        [out_n, *grads_n]):
+        assert got_p.shape == want.shape, name
+        assert not np.isnan(np.asarray(got_p)).any(), name
+        np.testing.assert_allclose(got_p, want, atol=1e-5, rtol=0, err_msg=f"pallas vs naive: {name}")
+        np.testing.assert_allclose(got_x, want, atol=1e-5, rtol=0, err_msg=f"xla vs naive: {name}")
+        np.testing.assert_allclose(got_p, got_x, atol=1e-5, rtol=0, err_msg=f"pallas vs xla: {name}")
+
+
+BF16_CASES = {
+    "vit197_relbias_keypad_hd64": (2, 197, 197, 2, 64, (1, 2, 197, 197), (2, 1, 1, 197), 64, 64),
+    "cross64x1100_hd128": (1, 64, 1100, 2, 128, None, (1, 1, 1, 1100), 32, 128),
+}
+
+
+@pytest.mark.parametrize("case", list(BF16_CASES))
+def test_bfloat16_within_bf16_tolerance(case):
+    batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, block_q, block_k = BF16_CASES[case]
+    inputs = make_inputs(1, batch, seq_q, seq_k, heads, head_dim, jnp.bfloat16, bias_shape, mask_shape)
+    pallas = functools.partial(attention_pallas, interpret=True, block_q=block_q, block_k=block_k)
+    out_p, grads_p = outputs_and_grads(pallas, *inputs)
+    out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
+    # The reference sees the same bf16-rounded inputs, computed in f32.
+    f32_inputs = tuple(x.astype(jnp.float32) for x in inputs[:3]) + inputs[3:]
+    out_n, grads_n = outputs_and_grads(naive_attention, *f32_inputs)
+    assert out_p.dtype == jnp.bfloat16 and grads_p[0].dtype == jnp.bfloat16
+    for name, got_p, got_x, want in zip(["out", "dq", "dk", "dv", "dbias"], [out_p, *grads_p], [out_x, *grads_x],
+                                        [out_n, *grads_n]):
+        want = np.asarray(want, np.float32)
+        scale = np.max(np.abs(want))
+        for label, got in (("pallas", got_p), ("xla", got_x)):
+            error = np.max(np.abs(np.asarray(got, np.float32) - want)) / scale
+            assert error < 2e-2, f"{label} {name}: max error {error:.3g} relative to max |value|"
+
+
+@pytest.mark.parametrize("impl", ["pallas", "xla"])
+def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
+    q, k, v, bias, _, cotangent = make_inputs(2, 2, 20, 36, 2, 32, jnp.float32, (1, 2, 20, 36), None)
+    mask = np.ones((2, 1, 20, 36), bool)
+    mask[0, 0, 3] = False  # one empty query row
+    mask[1] = False  # a whole batch element with nothing to attend to
+    mask = jnp.asarray(mask)
+    fn = functools.partial(attention, impl=impl)
+    if impl == "pallas":
+        fn = functools.partial(attention_pallas, interpret=True, block_q=8, block_k=16)
+    out, grads = outputs_and_grads(fn, q, k, v, bias, mask, cotangent)
+    for x in (out, *grads):
+        assert np.isfinite(np.asarray(x)).all()
+    assert np.all(np.asarray(out[0, 3]) == 0) and np.all(np.asarray(out[1]) == 0)
+    dq, dk, dv, dbias = grads
+    assert np.all(np.asarray(dq[1]) == 0) and np.all(np.asarray(dk[1]) == 0) and np.all(np.asarray(dv[1]) == 0)
+    out_n, grads_n = outputs_and_grads(naive_attention, q, k, v, bias, mask, cotangent)
+    for got, want in zip((out, *grads), (out_n, *grads_n)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_bias_with_minus_inf_entries_matches_mask():
+    """A -inf additive bias (a common way to mask) behaves like the boolean mask, empty rows included."""
+    q, k, v, _, mask, cotangent = make_inputs(3, 1, 16, 24, 2, 32, jnp.float32, None, (1, 2, 16, 24), True)
+    bias = jnp.where(mask, 0.0, -jnp.inf)
+    out_bias = attention_pallas(q, k, v, bias=bias, interpret=True, block_q=8, block_k=8)
+    out_mask = attention_pallas(q, k, v, mask=mask, interpret=True, block_q=8, block_k=8)
+    np.testing.assert_allclose(out_bias, out_mask, atol=1e-6)
+    assert np.isfinite(np.asarray(out_bias)).all()
+
+
+def test_dispatcher_uses_xla_on_cpu_and_pallas_on_request():
+    q, k, v, bias, mask, _ = make_inputs(4, 1, 12, 12, 2, 32, jnp.float32, (1, 2, 12, 12), (1, 1, 1, 12))
+    auto = attention(q, k, v, bias=bias, mask=mask)
+    np.testing.assert_array_equal(auto, attention_xla(q, k, v, bias=bias, mask=mask))
+    pallas = attention(q, k, v, bias=bias, mask=mask, impl="pallas")
+    np.testing.assert_allclose(pallas, auto, atol=1e-5)
+
+
+def _two_layer_block(params, x, impl):
+    """Two pre-norm transformer layers (attention with a relative-position bias + MLP), plain jnp."""
+    batch, tokens, width = x.shape
+    heads = 2
+    for layer in params:
+        h = (x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-6)
+        qkv = (h @ layer["qkv"]).reshape(batch, tokens, 3, heads, width // heads)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        attended = attention(q, k, v, bias=layer["rel_bias"], impl=impl).reshape(batch, tokens, width)
+        x = x + attended @ layer["proj"]
+        h = (x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-6)
+        x = x + jax.nn.gelu(h @ layer["fc1"], approximate=False) @ layer["fc2"]
+    return x
+
+
+def test_two_layer_block_same_with_pallas_and_xla():
+    rng = np.random.default_rng(5)
+    width, tokens = 64, 50
+
+    def weight(*shape):
+        return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[0]), jnp.float32)
+
+    params = [
+        {"qkv": weight(width, 3 * width), "proj": weight(width, width), "fc1": weight(width, 2 * width),
+         "fc2": weight(2 * width, width), "rel_bias": weight(1, 2, tokens, tokens)}
+        for _ in range(2)
+    ]
+    x = jnp.asarray(rng.normal(size=(2, tokens, width)), jnp.float32)
+
+    def loss(params, x, impl):
+        return jnp.mean(_two_layer_block(params, x, impl) ** 2)
+
+    out_x = _two_layer_block(params, x, "xla")
+    out_p = _two_layer_block(params, x, "pallas")
+    np.testing.assert_allclose(out_p, out_x, atol=1e-5, rtol=1e-5)
+    grads_x = jax.grad(loss)(params, x, "xla")
+    grads_p = jax.grad(loss)(params, x, "pallas")
+    for gx, gp in zip(jax.tree.leaves(grads_x), jax.tree.leaves(grads_p)):
+        np.testing.assert_allclose(gp, gx, atol=1e-5, rtol=1e-4)
+
+
+def _qkv(shape_q=(1, 8, 2, 16), shape_k=(1, 8, 2, 16), dtype=jnp.float32):
+    return jnp.zeros(shape_q, dtype), jnp.zeros(shape_k, dtype), jnp.zeros(shape_k, dtype)
+
+
+@pytest.mark.parametrize("impl", ["pallas", "xla"])
+def test_bad_inputs_raise_clear_errors(impl):
+    run = functools.partial(attention, impl=impl)
+    with pytest.raises(ValueError, match="rank 4"):
+        run(jnp.zeros((8, 2, 16)), jnp.zeros((8, 2, 16)), jnp.zeros((8, 2, 16)))
+    with pytest.raises(ValueError, match="must agree on batch, heads and head_dim"):
+        run(*_qkv(shape_k=(1, 8, 3, 16)))  # heads differ
+    with pytest.raises(ValueError, match="must agree on batch, heads and head_dim"):
+        run(*_qkv(shape_k=(1, 8, 2, 32)))  # head_dim differs
+    q, k, _ = _qkv()
+    with pytest.raises(ValueError, match="k and v must have the same shape"):
+        run(q, k, jnp.zeros((1, 9, 2, 16)))
+    with pytest.raises(ValueError, match=r"bias of shape \(1, 3, 8, 8\) does not broadcast"):
+        run(*_qkv(), bias=jnp.zeros((1, 3, 8, 8)))
+    with pytest.raises(ValueError, match="mask of shape .* does not broadcast"):
+        run(*_qkv(), mask=jnp.ones((1, 1, 8, 9), bool))
+    with pytest.raises(TypeError, match="float32, bfloat16 and float16"):
+        run(*_qkv(dtype=jnp.int32))
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        run(*_qkv(), mask=jnp.ones((8, 8), jnp.int32))
+    with pytest.raises(TypeError, match="bias must be a floating-point"):
+        run(*_qkv(), bias=jnp.ones((8, 8), jnp.int32))
+
+
+def test_bad_impl_and_block_sizes():
+    with pytest.raises(ValueError, match="impl must be"):
+        attention(*_qkv(), impl="cuda")
+    with pytest.raises(ValueError, match="powers of two"):
+        attention_pallas(*_qkv(), interpret=True, block_q=24)
