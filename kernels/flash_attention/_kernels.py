@@ -141,6 +141,13 @@ def _col_tile(ref, q_start, block_q):
     return ref[pl.ds(q_start, block_q), :]
 
 
+def _dot_tn(plan: Plan, a, b):
+    """a^T b with f32 accumulation; Mosaic gets an explicit transpose (as the shipped TPU kernels do)."""
+    if plan.platform == "tpu":
+        return pl.dot(a.T, b, precision=plan.precision)
+    return pl.dot(a, b, trans_a=True, precision=plan.precision)
+
+
 def _split_refs(refs, has_bias, has_mask, n_leading):
     refs = list(refs)
     leading, rest = refs[:n_leading], refs[n_leading:]
@@ -242,8 +249,8 @@ def _dkv_kernel(*refs, plan: Plan, has_bias: bool, has_mask: bool):
             plan, q, k, v, do, lse_ref[rows, :], delta_ref[rows, :],
             _col_tile(bias_ref, q_start, block_q), _col_tile(mask_ref, q_start, block_q), k_start, block_k,
         )
-        dv = dv + pl.dot(p.astype(do.dtype), do, trans_a=True, precision=plan.precision)
-        dk = dk + pl.dot(ds.astype(q.dtype), q, trans_a=True, precision=plan.precision)
+        dv = dv + _dot_tn(plan, p.astype(do.dtype), do)
+        dk = dk + _dot_tn(plan, ds.astype(q.dtype), q)
         return dk, dv
 
     zeros = jnp.zeros((block_k, plan.head_dim_pad), jnp.float32)
