@@ -48,9 +48,7 @@ def test_sklearn_digits_real_split():
     test_idx = embedded.stratified_split_indices(labels, "test", test_fraction=0.2, seed=0)
     assert not set(train_idx) & set(test_idx) and len(set(train_idx) | set(test_idx)) == 1797
     np.testing.assert_array_equal(zd.sklearn_digits("test").arrays["image"], test.arrays["image"])
-    assert not np.array_equal(
-        embedded.stratified_split_indices(labels, "test", test_fraction=0.2, seed=1), test_idx
-    )
+    assert not np.array_equal(embedded.stratified_split_indices(labels, "test", test_fraction=0.2, seed=1), test_idx)
     assert _nearest_centroid_accuracy(train, test) > 0.85  # real labelled digits
     native = zd.sklearn_digits("all", image_size=None)
     assert len(native) == 1797 and native[0]["image"].shape == (8, 8, 3)
@@ -217,7 +215,12 @@ def test_tfds_data_source_without_tensorflow(tmp_path):
     script.write_text(_TFDS_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
     completed = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "tfds")], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, str(script), str(tmp_path / "tfds")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
@@ -288,8 +291,9 @@ def test_horizontal_flip_uses_its_rng():
     flip = zd.RandomHorizontalFlip(0.5)
     outcomes = [np.array_equal(flip({"image": image}, zd.example_rng(0, 0, i))["image"], image) for i in range(40)]
     assert 5 < sum(outcomes) < 35
-    assert outcomes == [np.array_equal(flip({"image": image}, zd.example_rng(0, 0, i))["image"], image)
-                        for i in range(40)]
+    assert outcomes == [
+        np.array_equal(flip({"image": image}, zd.example_rng(0, 0, i))["image"], image) for i in range(40)
+    ]
 
 
 def test_random_resized_crop():
@@ -370,8 +374,10 @@ def test_rand_augment_parsing_and_ops():
 
 def _float_batch(size: int = 8) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"image": rng.standard_normal((size, 16, 16, 3)).astype(np.float32),
-            "label": np.arange(size, dtype=np.int32) % 5}
+    return {
+        "image": rng.standard_normal((size, 16, 16, 3)).astype(np.float32),
+        "label": np.arange(size, dtype=np.int32) % 5,
+    }
 
 
 def test_mixup_soft_labels_and_pairs():
@@ -418,7 +424,7 @@ def _index_source(n: int = 50) -> zd.ArraySource:
 
 def _train_pipeline(**kwargs):
     transform = zd.make_image_transform(train=True, image_size=8, auto_augment="rand-m9-mstd0.5-inc1", reprob=0.25)
-    settings = dict(batch_size=8, train=True, transform=transform, seed=3, num_threads=2) | kwargs
+    settings = {"batch_size": 8, "train": True, "transform": transform, "seed": 3, "num_threads": 2} | kwargs
     return zd.make_pipeline(_index_source(), **settings)
 
 
@@ -506,7 +512,9 @@ def test_pipeline_batch_transform_mixup_is_resumable():
     expected = [next(iterator) for _ in range(2)]
     assert expected[0]["label"].shape == (8, 10)
     np.testing.assert_allclose(expected[0]["label"].sum(-1), 1.0, rtol=1e-6)
-    _assert_same_batches(expected, [b for b, _ in zip(_train_pipeline(batch_transform=mixup).iterator(state), range(2))])
+    _assert_same_batches(
+        expected, [b for b, _ in zip(_train_pipeline(batch_transform=mixup).iterator(state), range(2))]
+    )
 
 
 def test_to_global_arrays():
@@ -527,5 +535,7 @@ def test_zoo_data_imports_no_models_or_trainer():
         "or m.startswith('zoo.train') or m.startswith('tensorflow')]; print(bad); assert not bad, bad"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr[-2000:]

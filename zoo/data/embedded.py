@@ -44,7 +44,7 @@ def stratified_split_indices(labels: np.ndarray, split: str, *, test_fraction: f
     is_test = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        chosen = rng.permutation(members)[: int(round(test_fraction * len(members)))]
+        chosen = rng.permutation(members)[: round(test_fraction * len(members))]
         is_test[chosen] = True
     return np.flatnonzero(is_test if split == "test" else ~is_test)
 

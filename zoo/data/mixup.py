@@ -155,8 +155,10 @@ class Mixup:
         return {**batch, self.image_key: mixed, self.label_key: soft}
 
     def __repr__(self) -> str:
-        return (f"Mixup(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, prob={self.prob}, "
-                f"switch_prob={self.switch_prob}, mode={self.mode!r}, smoothing={self.label_smoothing})")
+        return (
+            f"Mixup(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, prob={self.prob}, "
+            f"switch_prob={self.switch_prob}, mode={self.mode!r}, smoothing={self.label_smoothing})"
+        )
 
 
 def mixup_cutmix(batch: dict[str, Any], rng: np.random.Generator, *, num_classes: int, **kwargs: Any) -> dict[str, Any]:

@@ -126,7 +126,9 @@ class Pipeline:
         stop = sys.maxsize if self.num_batches is None else self.num_batches * self.per_host_batch_size
         elements = grain.MapDataset.range(start, max(start, stop)).map(self.element)
         if self.num_threads > 0:
-            read_options = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=self.prefetch_buffer_size)
+            read_options = grain.ReadOptions(
+                num_threads=self.num_threads, prefetch_buffer_size=self.prefetch_buffer_size
+            )
         else:
             read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
         return elements.to_iter_dataset(read_options).batch(self.per_host_batch_size, drop_remainder=True)

@@ -143,8 +143,14 @@ def parse_rand_augment(config: str) -> dict[str, Any]:
     sections = config.split("-")
     if sections[0] != "rand":
         raise ValueError(f"RandAugment config must start with 'rand', got {config!r}")
-    parsed: dict[str, Any] = dict(magnitude=10.0, num_layers=2, magnitude_std=0.0, magnitude_max=LEVEL_DENOM,
-                                  prob=0.5, ops=RAND_TRANSFORMS)
+    parsed: dict[str, Any] = {
+        "magnitude": 10.0,
+        "num_layers": 2,
+        "magnitude_std": 0.0,
+        "magnitude_max": LEVEL_DENOM,
+        "prob": 0.5,
+        "ops": RAND_TRANSFORMS,
+    }
     for section in sections[1:]:
         match = re.fullmatch(r"([a-z]+)([-+0-9.e]*|inf)", section)
         if not match or not match.group(2):
@@ -235,5 +241,7 @@ class RandAugment:
         return {**example, self.key: from_pil(image, _channels(array))}
 
     def __repr__(self) -> str:
-        return (f"RandAugment(n={self.num_layers}, m={self.magnitude}, mstd={self.magnitude_std}, "
-                f"ops={len(self.ops)}, p={self.prob})")
+        return (
+            f"RandAugment(n={self.num_layers}, m={self.magnitude}, mstd={self.magnitude_std}, "
+            f"ops={len(self.ops)}, p={self.prob})"
+        )

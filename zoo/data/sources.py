@@ -253,7 +253,7 @@ class TfdsSource:
             self.name = name
             try:
                 builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-            except Exception as error:  # noqa: BLE001 - re-raised with the layout we expect
+            except Exception as error:  # re-raised with the layout we expect
                 raise FileNotFoundError(
                     f"cannot open TFDS dataset {name!r} (data_dir={data_dir!s}): {error}. Prepare it with "
                     f"`tfds build {name} --file_format=array_record --data_dir=DIR` or pass builder_dir="
@@ -266,7 +266,10 @@ class TfdsSource:
             self._data = tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
             info = builder.info
         self.info = info
-        label_feature = info.features["label"] if "label" in getattr(info.features, "keys", lambda: [])() else None
+        features = info.features
+        feature_names = list(features.keys()) if hasattr(features, "keys") else []
+        label_feature = features["label"] if "label" in feature_names else None
+        # ClassLabel features carry names; Scalar/Tensor labels do not.
         self.class_names = list(label_feature.names) if getattr(label_feature, "names", None) else None
 
     @property

@@ -129,8 +129,8 @@ class RandomResizedCrop:
         for _ in range(10):
             target_area = area * rng.uniform(self.scale[0], self.scale[1])
             aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
-            crop_width = int(round(math.sqrt(target_area * aspect_ratio)))
-            crop_height = int(round(math.sqrt(target_area / aspect_ratio)))
+            crop_width = round(math.sqrt(target_area * aspect_ratio))
+            crop_height = round(math.sqrt(target_area / aspect_ratio))
             if 0 < crop_width <= width and 0 < crop_height <= height:
                 top = int(rng.integers(0, height - crop_height + 1))
                 left = int(rng.integers(0, width - crop_width + 1))
@@ -138,9 +138,9 @@ class RandomResizedCrop:
         # Fallback: the largest centre crop within the ratio range.
         in_ratio = width / height
         if in_ratio < min(self.ratio):
-            crop_width, crop_height = width, int(round(width / min(self.ratio)))
+            crop_width, crop_height = width, round(width / min(self.ratio))
         elif in_ratio > max(self.ratio):
-            crop_height, crop_width = height, int(round(height * max(self.ratio)))
+            crop_height, crop_width = height, round(height * max(self.ratio))
         else:
             crop_width, crop_height = width, height
         return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
@@ -203,8 +203,8 @@ class ResizeCenterCrop:
         else:
             new_height, new_width = (math.floor(side / self.crop_pct) for side in self.size)
         pil = to_pil(image).resize((new_width, new_height), resolve_interpolation(self.interpolation))
-        top = int(round((new_height - out_height) / 2.0))
-        left = int(round((new_width - out_width) / 2.0))
+        top = round((new_height - out_height) / 2.0)
+        left = round((new_width - out_width) / 2.0)
         cropped = pil.crop((left, top, left + out_width, top + out_height))
         return {**example, self.key: from_pil(cropped, _channels(image))}
 
@@ -215,7 +215,9 @@ class ResizeCenterCrop:
 class Normalize:
     """uint8 HWC -> float32 HWC: (x / 255 - mean) / std."""
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *, key: str = "image"):
+    def __init__(
+        self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *, key: str = "image"
+    ):
         self.mean = np.asarray(mean, np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(std, np.float32) * 255.0)
         self.key = key
@@ -266,13 +268,17 @@ class RandomErasing:
         image = np.array(example[self.key], dtype=np.float32, copy=True)
         height, width, channels = image.shape
         area = height * width
-        count = self.min_count if self.min_count == self.max_count else int(rng.integers(self.min_count, self.max_count + 1))
+        count = (
+            self.min_count
+            if self.min_count == self.max_count
+            else int(rng.integers(self.min_count, self.max_count + 1))
+        )
         for _ in range(count):
             for _attempt in range(10):
                 target_area = rng.uniform(self.min_area, self.max_area) * area / count
                 aspect_ratio = math.exp(rng.uniform(*self.log_aspect))
-                box_height = int(round(math.sqrt(target_area * aspect_ratio)))
-                box_width = int(round(math.sqrt(target_area / aspect_ratio)))
+                box_height = round(math.sqrt(target_area * aspect_ratio))
+                box_width = round(math.sqrt(target_area / aspect_ratio))
                 if box_width < width and box_height < height:
                     top = int(rng.integers(0, height - box_height + 1))
                     left = int(rng.integers(0, width - box_width + 1))
@@ -315,16 +321,21 @@ def make_image_transform(
     """
     if not train:
         eval_interpolation = "bicubic" if interpolation == "random" else interpolation
-        return Compose([ResizeCenterCrop(image_size, crop_pct=crop_pct, interpolation=eval_interpolation, key=key),
-                        Normalize(mean, std, key=key)])
-    transforms: list[Transform] = [RandomResizedCrop(image_size, scale=scale, ratio=ratio, interpolation=interpolation,
-                                                     key=key)]
+        return Compose(
+            [
+                ResizeCenterCrop(image_size, crop_pct=crop_pct, interpolation=eval_interpolation, key=key),
+                Normalize(mean, std, key=key),
+            ]
+        )
+    transforms: list[Transform] = [
+        RandomResizedCrop(image_size, scale=scale, ratio=ratio, interpolation=interpolation, key=key)
+    ]
     if hflip > 0:
         transforms.append(RandomHorizontalFlip(hflip, key=key))
     if auto_augment:
         from zoo.data.randaugment import RandAugment
 
-        fill = tuple(int(round(255 * channel_mean)) for channel_mean in mean)
+        fill = tuple(round(255 * channel_mean) for channel_mean in mean)
         transforms.append(RandAugment.from_config(auto_augment, fill=fill, interpolation=interpolation, key=key))
     transforms.append(Normalize(mean, std, key=key))
     if reprob > 0:
