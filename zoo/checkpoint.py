@@ -98,7 +98,8 @@ def load_pretrained(entry, path: str, *, rngs: nnx.Rngs, overrides: dict[str, An
         if saved_name and saved_name != entry.name:
             raise ValueError(f"checkpoint {path} holds model {saved_name!r}, not {entry.name!r}")
         kwargs = dict(meta.get("overrides") or {}, **overrides)
-        abstract = nnx.eval_shape(lambda: entry.builder(rngs=rngs, **kwargs))
+        # rngs goes in as an argument: a builder drawing from an Rngs captured by the closure mutates it across traces
+        abstract = nnx.eval_shape(lambda r: entry.builder(rngs=r, **kwargs), rngs)
         item = "ema" if meta.get("eval_uses_ema") else "model"
         graphdef, abstract_state = nnx.split(abstract)
         state = restore_model_state(path, abstract_state, item=item)
@@ -114,7 +115,7 @@ def load_pretrained(entry, path: str, *, rngs: nnx.Rngs, overrides: dict[str, An
     from zoo.convert import read_checkpoint
 
     checkpoint = read_checkpoint(path)
-    abstract = nnx.eval_shape(lambda: entry.builder(rngs=rngs, **overrides))
+    abstract = nnx.eval_shape(lambda r: entry.builder(rngs=r, **overrides), rngs)
     model = entry.converter(checkpoint, abstract)
     jax.block_until_ready(nnx.state(model))
     return model

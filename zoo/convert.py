@@ -21,6 +21,7 @@ import pickle
 import re
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -351,7 +352,11 @@ def merge_into_model(abstract_model: nnx.Module, arrays: Mapping[str, np.ndarray
         key = ".".join(str(p) for p in path)
         value = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
         array = arrays.get(key)
-        if array is None:
+        if array is None and isinstance(leaf, nnx.RngKey):
+            # Dropout / drop-path streams: a distinct, deterministic key per stream (checkpoints hold no RNG state).
+            base = jax.random.fold_in(jax.random.key(0), zlib.crc32(key.encode()) & 0x7FFFFFFF)
+            array = jax.random.split(base, value.shape) if value.shape else base
+        elif array is None:
             array = np.zeros(value.shape, value.dtype)
         new_leaf = leaf.replace(jax.numpy.asarray(array)) if isinstance(leaf, nnx.Variable) else array
         flat.append((path, new_leaf))
@@ -365,7 +370,7 @@ def convert_with_rules(
     **kwargs: Any,
 ) -> nnx.Module:
     """`map_state_dict` + `merge_into_model`: the whole conversion for a family with a plain key map."""
-    arrays = map_state_dict(state_dict, rules, nnx.state(abstract_model), **kwargs)
+    arrays = map_state_dict(state_dict, rules, nnx.state(abstract_model, nnx.Not(nnx.RngState)), **kwargs)
     return merge_into_model(abstract_model, arrays)
 
 

@@ -1,0 +1,150 @@
+"""timm ViT checkpoints -> NNX, and torch-exact bicubic resampling of position embeddings.
+
+timm's `resample_abs_pos_embed` runs `F.interpolate(mode="bicubic", align_corners=False, antialias=True)`; open_clip
+and Hugging Face CLIP use `antialias=False`. Both kernels differ from `jax.image.resize("cubic")` (Keys a=-0.5 with
+edge handling of its own), so they are re-implemented here in numpy and applied once, at conversion time:
+- antialias=False: cubic convolution with A = -0.75, source index scale * (i + 0.5) - 0.5, taps clamped to the border;
+- antialias=True: PIL-style separable filter (cubic a = -0.5, support 2 * max(scale, 1)), taps inside the image only,
+  weights renormalised.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from flax import nnx
+
+from zoo.convert import Rule, conv2d, convert_with_rules, extract_state_dict, flat_paths, identity, linear
+
+
+def _cubic_a075(t: np.ndarray) -> np.ndarray:
+    a = -0.75
+    t = np.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+def _cubic_aa(t: np.ndarray) -> np.ndarray:
+    a = -0.5
+    t = np.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = (((t - 5) * t + 8) * t - 4) * a
+    return np.where(t < 1, near, np.where(t < 2, far, 0.0))
+
+
+def bicubic_matrix(in_size: int, out_size: int, *, antialias: bool) -> np.ndarray:
+    """[out_size, in_size] weights of torch's 1-D bicubic resampling (align_corners=False)."""
+    weights = np.zeros((out_size, in_size), np.float64)
+    scale = in_size / out_size
+    if not antialias:
+        for i in range(out_size):
+            source = scale * (i + 0.5) - 0.5
+            base = math.floor(source)
+            frac = source - base
+            for tap in range(-1, 3):
+                index = min(max(base + tap, 0), in_size - 1)
+                weights[i, index] += _cubic_a075(np.float64(tap - frac))
+        return weights
+    support = 2.0 * scale if scale >= 1.0 else 2.0
+    inv_scale = 1.0 / scale if scale >= 1.0 else 1.0
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        taps = np.arange(lo, hi)
+        w = _cubic_aa((taps - center + 0.5) * inv_scale)
+        weights[i, lo:hi] = w / w.sum()
+    return weights
+
+
+def resize_bicubic_torch(grid: np.ndarray, new_size: tuple[int, int], *, antialias: bool) -> np.ndarray:
+    """Resize [height, width, channels] like torch `F.interpolate(mode="bicubic", align_corners=False)`."""
+    rows = bicubic_matrix(grid.shape[0], new_size[0], antialias=antialias)
+    cols = bicubic_matrix(grid.shape[1], new_size[1], antialias=antialias)
+    out = np.einsum("ih,hwc->iwc", rows, grid.astype(np.float64))
+    return np.einsum("jw,iwc->ijc", cols, out)
+
+
+def resample_abs_pos_embed(
+    pos_embed: np.ndarray,
+    new_size: tuple[int, int],
+    old_size: tuple[int, int] | None = None,
+    *,
+    num_prefix_tokens: int = 1,
+    antialias: bool = True,
+) -> np.ndarray:
+    """Resample a [1, prefix + h * w, dim] (or [prefix + h * w, dim]) position embedding to the grid `new_size`.
+
+    Equals timm's `resample_abs_pos_embed` (default antialias=True); pass antialias=False for open_clip / HF CLIP.
+    Prefix (class) tokens are kept as they are; the result has the input's rank and dtype.
+    """
+    squeeze = pos_embed.ndim == 2
+    posemb = pos_embed[None] if squeeze else pos_embed
+    num_grid = posemb.shape[1] - num_prefix_tokens
+    if old_size is None:
+        side = int(math.isqrt(num_grid))
+        if side * side != num_grid:
+            raise ValueError(f"cannot infer a square grid from {num_grid} position tokens; pass old_size")
+        old_size = (side, side)
+    if tuple(old_size) == tuple(new_size):
+        return pos_embed
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
+    grid = grid[0].astype(np.float32).reshape(old_size[0], old_size[1], -1)
+    grid = resize_bicubic_torch(grid, tuple(new_size), antialias=antialias).astype(np.float32)
+    out = np.concatenate([prefix, grid.reshape(1, -1, grid.shape[-1]).astype(posemb.dtype)], axis=1)
+    return out[0] if squeeze else out
+
+
+VIT_RULES = (
+    Rule(r"patch_embed\.proj\.weight", "patch_embed.proj.kernel", conv2d),
+    Rule(r"patch_embed\.proj\.bias", "patch_embed.proj.bias"),
+    Rule(r"cls_token", "cls_token"),
+    Rule(r"pos_embed", "pos_embed"),
+    Rule(r"blocks\.(\d+)\.(norm1|norm2)\.weight", r"blocks.\1.\2.scale"),
+    Rule(r"blocks\.(\d+)\.(norm1|norm2)\.bias", r"blocks.\1.\2.bias"),
+    Rule(r"blocks\.(\d+)\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.weight", r"blocks.\1.\2.kernel", linear),
+    Rule(r"blocks\.(\d+)\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.bias", r"blocks.\1.\2.bias"),
+    Rule(r"blocks\.(\d+)\.(ls1|ls2)\.gamma", r"blocks.\1.\2.gamma", identity),
+    Rule(r"(norm|fc_norm)\.weight", r"\1.scale"),
+    Rule(r"(norm|fc_norm)\.bias", r"\1.bias"),
+    Rule(r"head\.weight", "head.kernel", linear),
+    Rule(r"head\.bias", "head.bias"),
+)
+
+
+def convert_vit(checkpoint, abstract_model: nnx.Module) -> nnx.Module:
+    """timm `VisionTransformer` state dict (nested numpy dicts from `zoo.convert.read_checkpoint`) -> our model.
+
+    - `pos_embed` is resampled (timm's antialiased bicubic) when the model's grid differs from the checkpoint's.
+    - A head of another size (fine-tuning with `num_classes` overridden) is dropped with a warning and the new head
+      starts at zero; with `num_classes=0` the checkpoint's head is ignored.
+    Every other mismatch (missing, unmapped, mis-shaped keys) raises one `ConversionError` listing them all.
+    """
+    state_dict = dict(extract_state_dict(checkpoint, prefix="module."))
+    expected = flat_paths(nnx.state(abstract_model, nnx.Param))
+    if "pos_embed" in state_dict and "pos_embed" in expected:
+        have, want = state_dict["pos_embed"], tuple(expected["pos_embed"].shape)
+        if have.ndim == 3 and have.shape != want and have.shape[-1] == want[-1]:
+            prefix = abstract_model.num_prefix_tokens
+            old = have.shape[1] - prefix
+            if int(math.isqrt(old)) ** 2 == old:  # a square grid; anything else is left to the mis-shape report
+                state_dict["pos_embed"] = resample_abs_pos_embed(
+                    have, abstract_model.grid_size, num_prefix_tokens=prefix, antialias=True
+                )
+    ignore, allow_missing = [], []
+    head_kernel = expected.get("head.kernel")
+    if "head.weight" in state_dict:
+        if head_kernel is None:
+            ignore.append(r"head\..*")
+        elif state_dict["head.weight"].shape[0] != head_kernel.shape[1]:
+            warnings.warn(
+                f"checkpoint head has {state_dict['head.weight'].shape[0]} classes, the model "
+                f"{head_kernel.shape[1]}: the head is not loaded (zero init)",
+                stacklevel=2,
+            )
+            ignore.append(r"head\..*")
+            allow_missing.append(r"head\..*")
+    return convert_with_rules(state_dict, abstract_model, VIT_RULES, ignore=ignore, allow_missing=allow_missing)

@@ -1,0 +1,251 @@
+"""Vision Transformer (Dosovitskiy et al., 2021) in Flax NNX, with timm's module layout and numerics.
+
+Parameter paths mirror timm's state-dict keys (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.attn.qkv`,
+`blocks.N.mlp.fc1`, `norm`, `fc_norm`, `head`), so the converter is a plain key map. Inputs are NHWC floats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import kernels
+from models.vit.layers import (
+    SPEC_COLUMN_PARALLEL,
+    SPEC_ROW_PARALLEL,
+    DropPath,
+    Dropout,
+    LayerScale,
+    check_image_input,
+    partitioned,
+    sharding_scope,
+    trunc_normal_002,
+)
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class PatchEmbed(nnx.Module):
+    """Non-overlapping patches -> tokens: a stride-`patch_size` conv, flattened to [batch, grid_h * grid_w, dim]."""
+
+    def __init__(self, img_size, patch_size, in_chans, embed_dim, *, dtype, param_dtype, rngs: nnx.Rngs):
+        self.img_size = _pair(img_size)
+        self.patch_size = _pair(patch_size)
+        if self.img_size[0] % self.patch_size[0] or self.img_size[1] % self.patch_size[1]:
+            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nnx.Conv(
+            in_chans, embed_dim, kernel_size=self.patch_size, strides=self.patch_size, padding="VALID",
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.proj(x)
+        return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention with a fused qkv projection; the core runs in `kernels.attention`."""
+
+    def __init__(
+        self, dim: int, num_heads: int, *, qkv_bias: bool = True, proj_drop_rate: float = 0.0,
+        attention_impl: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
+    ):
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attention_impl = attention_impl
+        self.qkv = nnx.Linear(
+            dim, 3 * dim, use_bias=qkv_bias, kernel_init=partitioned(trunc_normal_002, SPEC_COLUMN_PARALLEL),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+        )
+        self.proj = nnx.Linear(
+            dim, dim, kernel_init=partitioned(trunc_normal_002, SPEC_ROW_PARALLEL),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+        )
+        self.proj_drop = Dropout(proj_drop_rate, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
+        batch, seq, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, seq, 3, self.num_heads, self.head_dim)
+        out = kernels.attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], impl=self.attention_impl)
+        out = self.proj(out.reshape(batch, seq, dim))
+        return self.proj_drop(out, train=train, rngs=rngs)
+
+
+class Mlp(nnx.Module):
+    """fc1 -> erf GELU -> fc2 (timm `Mlp`)."""
+
+    def __init__(
+        self, dim: int, hidden_dim: int, *, drop_rate: float = 0.0, dtype: Any = None,
+        param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
+    ):
+        self.fc1 = nnx.Linear(
+            dim, hidden_dim, kernel_init=partitioned(trunc_normal_002, SPEC_COLUMN_PARALLEL),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+        )
+        self.fc2 = nnx.Linear(
+            hidden_dim, dim, kernel_init=partitioned(trunc_normal_002, SPEC_ROW_PARALLEL),
+            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+        )
+        self.drop = Dropout(drop_rate, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
+        x = jax.nn.gelu(self.fc1(x), approximate=False)
+        x = self.drop(x, train=train, rngs=rngs)
+        return self.drop(self.fc2(x), train=train, rngs=rngs)
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block: x + DropPath(LS(attn(LN(x)))), then x + DropPath(LS(mlp(LN(x))))."""
+
+    def __init__(
+        self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        init_values: float | None = None, proj_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-6, attention_impl: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        common = dict(dtype=dtype, param_dtype=param_dtype)
+        self.norm1 = nnx.LayerNorm(dim, epsilon=norm_eps, rngs=rngs, **common)
+        self.attn = Attention(
+            dim, num_heads, qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, attention_impl=attention_impl,
+            rngs=rngs, **common,
+        )
+        self.ls1 = LayerScale(dim, init_values, param_dtype=param_dtype) if init_values else None
+        self.norm2 = nnx.LayerNorm(dim, epsilon=norm_eps, rngs=rngs, **common)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop_rate=proj_drop_rate, rngs=rngs, **common)
+        self.ls2 = LayerScale(dim, init_values, param_dtype=param_dtype) if init_values else None
+        self.drop_path = DropPath(drop_path_rate, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
+        y = self.attn(self.norm1(x), train=train, rngs=rngs)
+        if self.ls1 is not None:
+            y = self.ls1(y)
+        x = x + self.drop_path(y, train=train, rngs=rngs)
+        y = self.mlp(self.norm2(x), train=train, rngs=rngs)
+        if self.ls2 is not None:
+            y = self.ls2(y)
+        return x + self.drop_path(y, train=train, rngs=rngs)
+
+
+class VisionTransformer(nnx.Module):
+    """timm-compatible ViT classifier / backbone.
+
+    Args:
+      img_size, patch_size, in_chans: input geometry; inputs are [batch, height, width, in_chans] floats.
+      num_classes: head size; 0 gives no head (`__call__` returns pooled features).
+      global_pool: "token" (class token), "avg" (mean of patch tokens, with `fc_norm` instead of `norm`) or "".
+      class_token: prepend a learned class token (timm `cls_token`).
+      embed_dim, depth, num_heads, mlp_ratio, qkv_bias: transformer size.
+      init_values: layer-scale init (None = no layer scale).
+      drop_rate: dropout before the head; pos_drop_rate after the position embedding; proj_drop_rate after the
+        attention and MLP projections; drop_path_rate: stochastic depth, linearly increasing over the blocks.
+      attention_impl: passed to `kernels.attention` ("auto", "xla", "pallas").
+      dtype, param_dtype: compute and parameter dtypes (e.g. bf16 compute with f32 params).
+      rngs: `nnx.Rngs`; a "dropout" stream is forked only when some dropout / drop path rate is > 0.
+    """
+
+    def __init__(
+        self, *, img_size: int | tuple[int, int] = 224, patch_size: int | tuple[int, int] = 16, in_chans: int = 3,
+        num_classes: int = 1000, global_pool: str = "token", class_token: bool = True, embed_dim: int = 768,
+        depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        init_values: float | None = None, fc_norm: bool | None = None, norm_eps: float = 1e-6,
+        drop_rate: float = 0.0, pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0, attention_impl: str = "auto", dtype: Any = None,
+        param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
+    ):
+        if global_pool not in ("token", "avg", ""):
+            raise ValueError(f"global_pool must be 'token', 'avg' or ''; got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
+        self.img_size = _pair(img_size)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.embed_dim = self.num_features = embed_dim
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.dtype = dtype
+        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+        common = dict(dtype=dtype, param_dtype=param_dtype)
+        with sharding_scope():
+            self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim, rngs=rngs, **common)
+            self.grid_size = self.patch_embed.grid_size
+            num_tokens = self.patch_embed.num_patches + self.num_prefix_tokens
+            self.cls_token = (
+                nnx.Param(nnx.initializers.normal(1e-6)(rngs.params(), (1, 1, embed_dim), param_dtype))
+                if class_token else None
+            )
+            self.pos_embed = nnx.Param(trunc_normal_002(rngs.params(), (1, num_tokens, embed_dim), param_dtype))
+            self.pos_drop = Dropout(pos_drop_rate, rngs=rngs)
+            rates = np.linspace(0.0, drop_path_rate, depth).tolist()
+            self.blocks = nnx.List([
+                Block(
+                    embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
+                    proj_drop_rate=proj_drop_rate, drop_path_rate=rates[i], norm_eps=norm_eps,
+                    attention_impl=attention_impl, rngs=rngs, **common,
+                )
+                for i in range(depth)
+            ])
+            self.norm = None if use_fc_norm else nnx.LayerNorm(embed_dim, epsilon=norm_eps, rngs=rngs, **common)
+            self.fc_norm = nnx.LayerNorm(embed_dim, epsilon=norm_eps, rngs=rngs, **common) if use_fc_norm else None
+            self.head_drop = Dropout(drop_rate, rngs=rngs)
+            self.head = (
+                nnx.Linear(embed_dim, num_classes, kernel_init=trunc_normal_002, rngs=rngs, **common)
+                if num_classes > 0 else None
+            )
+
+    def embed(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
+        """Patch tokens + class token + position embedding: [batch, prefix + patches, dim]."""
+        check_image_input(x, img_size=self.img_size, in_chans=self.in_chans, model=type(self).__name__)
+        x = self.patch_embed(x)
+        dtype = x.dtype
+        if self.cls_token is not None:
+            cls = jnp.broadcast_to(self.cls_token[...].astype(dtype), (x.shape[0], 1, x.shape[-1]))
+            x = jnp.concatenate([cls, x], axis=1)
+        x = x + self.pos_embed[...].astype(dtype)
+        return self.pos_drop(x, train=train, rngs=rngs)
+
+    def forward_features(
+        self, x: jax.Array, *, train: bool = False, return_hidden_states: bool = False, rngs=None
+    ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
+        """All tokens after the final norm, [batch, prefix + patches, dim] (no norm with `fc_norm` models).
+
+        With `return_hidden_states=True` also returns the list of every block's output (before the final norm).
+        """
+        x = self.embed(x, train=train, rngs=rngs)
+        hidden_states = []
+        for block in self.blocks:
+            x = block(x, train=train, rngs=rngs)
+            hidden_states.append(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return (x, hidden_states) if return_hidden_states else x
+
+    def forward_head(
+        self, tokens: jax.Array, *, pre_logits: bool = False, train: bool = False, rngs=None
+    ) -> jax.Array:
+        """Pool the tokens ("token" or "avg"), apply `fc_norm`, dropout and the head (unless `pre_logits`)."""
+        if self.global_pool == "token":
+            x = tokens[:, 0]
+        elif self.global_pool == "avg":
+            x = tokens[:, self.num_prefix_tokens:].mean(axis=1)
+        else:
+            x = tokens
+        if self.fc_norm is not None:
+            x = self.fc_norm(x)
+        x = self.head_drop(x, train=train, rngs=rngs)
+        if pre_logits or self.head is None:
+            return x
+        return self.head(x)
+
+    def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
+        """Logits [batch, num_classes] (pooled features when num_classes == 0)."""
+        return self.forward_head(self.forward_features(x, train=train, rngs=rngs), train=train, rngs=rngs)
