@@ -456,6 +456,21 @@ def test_pipeline_resume_gives_the_same_batches():
         _train_pipeline(seed=4).iterator(state)
 
 
+def test_iterator_checkpoints_with_grains_orbax_handler(tmp_path):
+    import grain
+
+    iterator = _train_pipeline(process_index=1, process_count=2).iterator()
+    for _ in range(3):
+        next(iterator)
+    handler = grain.checkpoint.CheckpointHandler()
+    handler.save(tmp_path, args=grain.checkpoint.CheckpointSave(iterator))
+    expected = next(iterator)
+    restored = _train_pipeline(process_index=1, process_count=2).iterator()
+    handler.restore(tmp_path, args=grain.checkpoint.CheckpointRestore(restored))
+    assert restored.step == 3
+    _assert_same_batches([expected], [next(restored)])
+
+
 def test_pipeline_epochs_shuffle_and_cover():
     pipeline = _train_pipeline(num_epochs=2)
     batches = list(pipeline)

@@ -144,10 +144,16 @@ class Pipeline:
         }
 
 
-class DataIterator(Iterator[dict[str, np.ndarray]]):
-    """Iterator over host batches with JSON-serialisable `get_state()` / `set_state()`."""
+class DataIterator(grain.DatasetIterator):
+    """Iterator over host batches with JSON-serialisable `get_state()` / `set_state()`.
+
+    A `grain.DatasetIterator`, so orbax can checkpoint it with grain's handler
+    (`grain.checkpoint.CheckpointSave(iterator)` / `CheckpointRestore(iterator)`), or save
+    `get_state()` as JSON yourself.
+    """
 
     def __init__(self, pipeline: Pipeline):
+        super().__init__()
         self.pipeline = pipeline
         self._step = 0
         self._iterator: Iterator[dict[str, np.ndarray]] | None = None
@@ -190,9 +196,20 @@ class DataIterator(Iterator[dict[str, np.ndarray]]):
         self._step = int(state["step"])
         self._iterator = None
 
+    def start_prefetch(self) -> None:
+        """Start reading ahead now (e.g. right after a restore, while the model loads)."""
+        if self._iterator is None:
+            self._iterator = iter(self.pipeline.dataset(self._step))
+        start = getattr(self._iterator, "start_prefetch", None)
+        if start is not None:
+            start()
+
     def close(self) -> None:
         """Drop the underlying grain iterator (its prefetch threads stop with it)."""
-        self._iterator = None
+        iterator, self._iterator = self._iterator, None
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def make_pipeline(
