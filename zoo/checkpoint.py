@@ -57,7 +57,8 @@ def save_model(directory: str, model: nnx.Module, *, meta: dict[str, Any], step:
         mgr.save(
             step,
             args=ocp.args.Composite(
-                model=ocp.args.StandardSave(nnx.state(model)), meta=ocp.args.JsonSave(dict(meta, step=step))
+                model=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(model))),
+                meta=ocp.args.JsonSave(dict(meta, step=step)),
             ),
         )
         mgr.wait_until_finished()
@@ -75,19 +76,26 @@ def read_meta(path: str) -> dict[str, Any]:
 
 
 def restore_model_state(path: str, abstract_state: nnx.State, *, item: str = "model") -> nnx.State:
-    """Restore the `item` state of the latest checkpoint under `path` into the (possibly sharded) abstract state."""
+    """Restore the `item` state of the latest checkpoint under `path` into the (possibly sharded) abstract state.
+
+    Checkpoints hold `nnx.to_pure_dict` trees (plain nested dicts of arrays), independent of Variable metadata.
+    """
     ocp = _orbax()
     root, step = _find_step_dir(os.path.abspath(path))
+    target = nnx.to_pure_dict(abstract_state)
     try:
         if step is None:
-            return ocp.StandardCheckpointer().restore(os.path.join(root, item), abstract_state)
-        with ocp.CheckpointManager(root) as mgr:
-            restored = mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract_state)}))
-        return restored[item]
+            restored = ocp.StandardCheckpointer().restore(os.path.join(root, item), target)
+        else:
+            with ocp.CheckpointManager(root) as mgr:
+                restored = mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(target)}))[item]
     except (ValueError, KeyError) as err:
         raise ValueError(
             f"checkpoint {path} does not fit the model (different variant or overrides?): {err}"
         ) from err
+    state = jax.tree.map(lambda x: x, abstract_state)
+    nnx.replace_by_pure_dict(state, restored)
+    return state
 
 
 def load_pretrained(entry, path: str, *, rngs: nnx.Rngs, overrides: dict[str, Any]) -> nnx.Module:

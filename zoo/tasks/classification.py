@@ -1,0 +1,161 @@
+"""Image classification: softmax cross-entropy (soft targets for mixup/cutmix/label smoothing), top-1/top-5 eval."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+import zoo
+from zoo import data as data_lib
+from zoo.tasks.base import Task
+
+_EMBED_NAMES = re.compile(r"^(patch_embed|cls_token|pos_embed|reg_token|stem|class_embedding|positional_embedding)")
+_BLOCK_INDEX = re.compile(r"^(?:blocks|layers|resblocks|transformer\.resblocks)\.(\d+)\.")
+
+
+class ClassificationTask(Task):
+    """A registered classifier (`config.model.name` + `config.model.overrides`) on a `zoo.data` source.
+
+    Config: model.{name, overrides, pretrained}; data.{train, eval (each {name, split, kwargs}), num_classes,
+    image_size, interpolation, crop_pct, mean, std, scale, ratio, hflip, auto_augment, reprob, mixup, cutmix,
+    mixup_prob, switch_prob, label_smoothing, eval_batch_size}.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        self.data_config = config.data
+        self.num_classes = int(config.data.num_classes)
+
+    # ---- model ---------------------------------------------------------------------------------------------------
+    def model_name(self) -> str:
+        return self.config.model.name
+
+    def model_overrides(self) -> dict[str, Any]:
+        overrides = dict(self.config.model.get("overrides", {}) or {})
+        if self.config.get("dtype", "float32") != "float32":
+            overrides.setdefault("dtype", self.config.dtype)  # bf16 compute, f32 params
+        return overrides
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        return zoo.create_model(self.model_name(), rngs=rngs, **self.model_overrides())
+
+    def build_pretrained(self, pretrained: str, rngs: nnx.Rngs) -> nnx.Module:
+        """The model with weights from a checkpoint (fine-tuning); the head may be re-initialised by the builder."""
+        return zoo.create_model(self.model_name(), pretrained=pretrained, rngs=rngs, **self.model_overrides())
+
+    def num_layers(self) -> int | None:
+        if not hasattr(self, "_num_layers"):
+            abstract = nnx.eval_shape(lambda: self.build_model(nnx.Rngs(0)))
+            indices = set()
+            for path, _ in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
+                match = _BLOCK_INDEX.match(".".join(str(p) for p in path))
+                if match:
+                    indices.add(int(match.group(1)))
+            self._num_layers = max(indices) + 1 if indices else None
+        return self._num_layers
+
+    def layer_id(self, path: str) -> int:
+        """timm/BEiT layer ids: embeddings 0, block i -> i + 1, everything after the blocks num_layers + 1."""
+        if _EMBED_NAMES.match(path):
+            return 0
+        match = _BLOCK_INDEX.match(path)
+        if match:
+            return int(match.group(1)) + 1
+        return (self.num_layers() or 0) + 1
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+    def _transform(self, train: bool):
+        d = self.data_config
+        return data_lib.make_image_transform(
+            train=train,
+            image_size=d.image_size,
+            scale=tuple(d.get("scale", (0.08, 1.0))),
+            ratio=tuple(d.get("ratio", (3 / 4, 4 / 3))),
+            hflip=d.get("hflip", 0.5),
+            auto_augment=d.get("auto_augment", None) or None,
+            interpolation=d.get("interpolation", "bicubic"),
+            reprob=d.get("reprob", 0.0),
+            crop_pct=d.get("crop_pct", 0.875),
+            mean=tuple(d.get("mean", data_lib.IMAGENET_MEAN)),
+            std=tuple(d.get("std", data_lib.IMAGENET_STD)),
+        )
+
+    def _source(self, which: str):
+        spec = self.data_config[which]
+        return data_lib.get_source(spec.name, split=spec.get("split", which), **dict(spec.get("kwargs", {}) or {}))
+
+    def train_iterator(self, *, seed: int, process_index: int, process_count: int):
+        d = self.data_config
+        batch_transform = None
+        if d.get("mixup", 0.0) > 0 or d.get("cutmix", 0.0) > 0:
+            batch_transform = data_lib.Mixup(
+                self.num_classes,
+                mixup_alpha=d.get("mixup", 0.0),
+                cutmix_alpha=d.get("cutmix", 0.0),
+                prob=d.get("mixup_prob", 1.0),
+                switch_prob=d.get("switch_prob", 0.5),
+                label_smoothing=d.get("label_smoothing", 0.0),
+            )
+        pipeline = data_lib.make_pipeline(
+            self._source("train"),
+            batch_size=int(self.config.batch_size),
+            train=True,
+            transform=self._transform(train=True),
+            seed=seed,
+            batch_transform=batch_transform,
+            process_index=process_index,
+            process_count=process_count,
+        )
+        return iter(pipeline)
+
+    def eval_batches(self, *, process_index: int, process_count: int):
+        if not self.data_config.get("eval", None):
+            return ()
+        batch_size = int(self.data_config.get("eval_batch_size", 0) or self.config.batch_size)
+        pipeline = data_lib.make_pipeline(
+            self._source("eval"),
+            batch_size=batch_size,
+            train=False,
+            transform=self._transform(train=False),
+            process_index=process_index,
+            process_count=process_count,
+        )
+        return (
+            {"image": b["image"], "label": b["label"], "mask": b[data_lib.MASK_KEY].astype(np.float32)}
+            for b in pipeline
+        )
+
+    # ---- computation ---------------------------------------------------------------------------------------------
+    def _targets(self, labels: jax.Array) -> jax.Array:
+        if labels.ndim == 2:  # already soft (mixup / cutmix)
+            return labels
+        smoothing = self.data_config.get("label_smoothing", 0.0)
+        return optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes), smoothing) if smoothing else (
+            jax.nn.one_hot(labels, self.num_classes)
+        )
+
+    def loss(self, model, batch):
+        logits = model(batch["image"], train=True).astype(jnp.float32)
+        loss = optax.softmax_cross_entropy(logits, self._targets(batch["label"])).mean()
+        metrics = {}
+        if batch["label"].ndim == 1:
+            metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, metrics
+
+    def eval_sums(self, model, batch):
+        logits = model(batch["image"], train=False).astype(jnp.float32)
+        labels, mask = batch["label"], batch["mask"]
+        top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+        return {
+            "top1": jnp.sum((top5[:, 0] == labels) * mask),
+            "top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+            "loss": jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask),
+            "count": jnp.sum(mask),
+        }
