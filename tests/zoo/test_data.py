@@ -234,9 +234,11 @@ def test_tfds_data_source_without_tensorflow(tmp_path):
     assert out["batch_shape"] == [4, 8, 8, 3]
 
 
-def test_tfds_missing_builder_dir_is_clear(tmp_path):
+def test_tfds_missing_dataset_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="prepared"):
         zd.TfdsSource(builder_dir=tmp_path / "nope", split="train")
+    with pytest.raises(FileNotFoundError, match="zoo_no_such_dataset.*tfds build"):
+        zd.get_source("tfds:zoo_no_such_dataset", split="train", data_dir=tmp_path)
 
 
 # -------------------------------------------------------------------------------------------- transforms

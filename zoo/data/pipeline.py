@@ -227,7 +227,7 @@ def make_pipeline(
     process_index: int | None = None,
     process_count: int | None = None,
     num_threads: int = 2,
-    prefetch_buffer_size: int = 64,
+    prefetch_buffer_size: int | None = None,
 ) -> Pipeline:
     """Build a deterministic host-sharded pipeline over `source`.
 
@@ -245,8 +245,8 @@ def make_pipeline(
       batch_transform: `fn(host_batch, rng) -> batch` applied per step (e.g. `Mixup`), with
         rng from (seed, step, process_index).
       process_index, process_count: host identity (default jax's; injectable for tests).
-      num_threads, prefetch_buffer_size: grain read threads and element prefetch (0: synchronous).
-        The output order never depends on them.
+      num_threads, prefetch_buffer_size: grain read threads and elements read ahead (default two
+        host batches; num_threads=0 reads synchronously). The output order never depends on them.
     """
     if shard_by_process:
         if process_index is None or process_count is None:
@@ -300,7 +300,9 @@ def make_pipeline(
         num_batches=num_batches,
         steps_per_epoch=steps_per_epoch,
         num_threads=num_threads,
-        prefetch_buffer_size=prefetch_buffer_size,
+        prefetch_buffer_size=2 * (batch_size // process_count)
+        if prefetch_buffer_size is None
+        else prefetch_buffer_size,
     )
 
 

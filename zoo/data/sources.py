@@ -255,7 +255,8 @@ class TfdsSource:
                 builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
             except Exception as error:  # re-raised with the layout we expect
                 raise FileNotFoundError(
-                    f"cannot open TFDS dataset {name!r} (data_dir={data_dir!s}): {error}. Prepare it with "
+                    f"cannot open TFDS dataset {name!r} (data_dir={data_dir!s}): {str(error).splitlines()[0]} "
+                    f"Prepare it with "
                     f"`tfds build {name} --file_format=array_record --data_dir=DIR` or pass builder_dir="
                 ) from error
             if not builder.is_prepared():
