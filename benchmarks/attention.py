@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kernels.attention import attention_xla  # noqa: E402
+from kernels.attention import attention_xla
 
 DEFAULTS = {
     "gpu": {"seqs": "256,512,1024,2048,4096,8192,16384", "tokens": 32768, "iters": 10},
@@ -59,8 +59,9 @@ def peak_bytes(compiled) -> int | None:
         return None
     if stats is None:
         return None
-    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
-               - stats.alias_size_in_bytes)
+    return int(
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    )
 
 
 def time_compiled(compiled, args, iters: int) -> float:
@@ -78,13 +79,18 @@ def measure(fn, mode: str, q, k, v, iters: int) -> dict:
     if mode == "fwd":
         program = jax.jit(fn)
     else:
+
         def loss(q, k, v):
             return jnp.sum(fn(q, k, v).astype(jnp.float32))
 
         program = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
     try:
         compiled = program.lower(q, k, v).compile()
-        return {"status": "ok", "time_ms": time_compiled(compiled, (q, k, v), iters), "peak_bytes": peak_bytes(compiled)}
+        return {
+            "status": "ok",
+            "time_ms": time_compiled(compiled, (q, k, v), iters),
+            "peak_bytes": peak_bytes(compiled),
+        }
     except Exception as error:  # noqa: BLE001 (OOM or an unsupported shape is a result, not a crash)
         message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         status = "oom" if "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower() else "error"
@@ -107,8 +113,16 @@ def run(args) -> dict:
             for mode in ("fwd", "fwd+bwd"):
                 for name, fn in impls.items():
                     result = measure(fn, mode, q, k, v, args.iters)
-                    record = {"impl": name, "mode": mode, "seq": seq, "head_dim": head_dim, "heads": heads,
-                              "batch": batch, "dtype": dtype.name, **result}
+                    record = {
+                        "impl": name,
+                        "mode": mode,
+                        "seq": seq,
+                        "head_dim": head_dim,
+                        "heads": heads,
+                        "batch": batch,
+                        "dtype": dtype.name,
+                        **result,
+                    }
                     records.append(record)
                     print(json.dumps(record), flush=True)
             del q, k, v
@@ -150,25 +164,30 @@ def _cell(record: dict | None, key: str, ratio_key: str, unit_scale: float = 1.0
 
 def markdown(result: dict) -> str:
     impl_names = list(dict.fromkeys(r["impl"] for r in result["records"]))
-    lines = [
+    title = (
         f"Attention benchmark on {result['device']} ({result['backend']}), jax {result['jax']}, {result['dtype']}, "
-        f"median of {result['iters']} runs; heads = 1024 // head_dim, batch = {result['tokens_per_row']} // seq. "
-        "Ratios in parentheses are relative to the XLA path (< 1 = faster / less memory).",
-        "",
-    ]
+        f"median of {result['iters']} runs; heads = 1024 // head_dim, batch = max(1, {result['tokens_per_row']} // "
+        "seq). Ratios in parentheses are relative to the XLA path (< 1 = faster / less memory)."
+    )
+    lines = [title, ""]
     for mode in ("fwd", "fwd+bwd"):
         header = ["seq", "head_dim", "batch"]
         header += [f"{name} ms" for name in impl_names] + [f"{name} peak MiB" for name in impl_names]
         lines += [f"**{mode}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         keys = sorted({(r["seq"], r["head_dim"]) for r in result["records"]}, key=lambda x: (x[1], x[0]))
         for seq, head_dim in keys:
-            by_impl = {r["impl"]: r for r in result["records"]
-                       if r["seq"] == seq and r["head_dim"] == head_dim and r["mode"] == mode}
+            by_impl = {
+                r["impl"]: r
+                for r in result["records"]
+                if r["seq"] == seq and r["head_dim"] == head_dim and r["mode"] == mode
+            }
             batch = next(iter(by_impl.values()))["batch"]
             row = [str(seq), str(head_dim), str(batch)]
             row += [_cell(by_impl.get(name), "time_ms", "time_ratio_vs_xla") for name in impl_names]
-            row += [_cell(by_impl.get(name), "peak_bytes", "memory_ratio_vs_xla", 1 / 2**20, "{:.1f}")
-                    for name in impl_names]
+            row += [
+                _cell(by_impl.get(name), "peak_bytes", "memory_ratio_vs_xla", 1 / 2**20, "{:.1f}")
+                for name in impl_names
+            ]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -184,11 +203,14 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", type=int, default=defaults["tokens"], help="batch = max(1, tokens // seq)")
     parser.add_argument("--iters", type=int, default=defaults["iters"])
     parser.add_argument("--impls", default="", help="comma-separated subset of xla,pallas,cudnn")
-    parser.add_argument("--out", default=f"benchmarks/results/attention_{backend}",
-                        help="output path without extension; writes .json and .md")
+    parser.add_argument(
+        "--out",
+        default=f"benchmarks/results/attention_{backend}",
+        help="output path without extension; writes .json and .md",
+    )
     args = parser.parse_args(argv)
     result = run(args)
-    out = args.out[:-5] if args.out.endswith(".json") else args.out[:-3] if args.out.endswith(".md") else args.out
+    out = args.out.removesuffix(".json").removesuffix(".md")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)

@@ -153,8 +153,19 @@ def _canonical_extra(x, target, seq_q_pad, seq_k_pad, pad_value):
     return x
 
 
-def attention_pallas(q, k, v, *, bias=None, mask=None, scale: float | None = None, interpret: bool | None = None,
-                     block_q: int | None = None, block_k: int | None = None, platform: str | None = None):
+def attention_pallas(
+    q,
+    k,
+    v,
+    *,
+    bias=None,
+    mask=None,
+    scale: float | None = None,
+    interpret: bool | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    platform: str | None = None,
+):
     """Flash attention (Pallas) in the zoo layout; same contract as `kernels.attention`.
 
     Args:
@@ -206,4 +217,3 @@ def attention_pallas(q, k, v, *, bias=None, mask=None, scale: float | None = Non
     if plan.layout == "bhsd":
         out = jnp.swapaxes(out, 1, 2)
     return out[:, :seq_q, :, :head_dim]
-

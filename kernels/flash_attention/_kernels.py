@@ -170,8 +170,9 @@ def _forward_kernel(*refs, plan: Plan, has_bias: bool, has_mask: bool):
         k_start = pl.multiple_of(j * block_k, block_k)
         k = k_ref[pl.ds(k_start, block_k), :]
         v = v_ref[pl.ds(k_start, block_k), :]
-        s = _scores(plan, q, k, _row_tile(bias_ref, k_start, block_k), _row_tile(mask_ref, k_start, block_k),
-                    k_start, block_k)
+        s = _scores(
+            plan, q, k, _row_tile(bias_ref, k_start, block_k), _row_tile(mask_ref, k_start, block_k), k_start, block_k
+        )
         m_next = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
         shift = jnp.where(m_next == -jnp.inf, 0.0, m_next)
         correction = jnp.exp(m_prev - shift)
@@ -246,8 +247,17 @@ def _dkv_kernel(*refs, plan: Plan, has_bias: bool, has_mask: bool):
         q = q_ref[rows, :]
         do = do_ref[rows, :]
         p, ds = _probs_and_dscores(
-            plan, q, k, v, do, lse_ref[rows, :], delta_ref[rows, :],
-            _col_tile(bias_ref, q_start, block_q), _col_tile(mask_ref, q_start, block_q), k_start, block_k,
+            plan,
+            q,
+            k,
+            v,
+            do,
+            lse_ref[rows, :],
+            delta_ref[rows, :],
+            _col_tile(bias_ref, q_start, block_q),
+            _col_tile(mask_ref, q_start, block_q),
+            k_start,
+            block_k,
         )
         dv = dv + _dot_tn(plan, p.astype(do.dtype), do)
         dk = dk + _dot_tn(plan, ds.astype(q.dtype), q)
@@ -280,8 +290,17 @@ def _dq_kernel(*refs, plan: Plan, has_bias: bool, has_mask: bool, want_dbias: bo
         k = k_ref[pl.ds(k_start, block_k), :]
         v = v_ref[pl.ds(k_start, block_k), :]
         _, ds = _probs_and_dscores(
-            plan, q, k, v, do, lse, delta,
-            _row_tile(bias_ref, k_start, block_k), _row_tile(mask_ref, k_start, block_k), k_start, block_k,
+            plan,
+            q,
+            k,
+            v,
+            do,
+            lse,
+            delta,
+            _row_tile(bias_ref, k_start, block_k),
+            _row_tile(mask_ref, k_start, block_k),
+            k_start,
+            block_k,
         )
         dq = dq + pl.dot(ds.astype(k.dtype), k, precision=plan.precision)
         if want_dbias:

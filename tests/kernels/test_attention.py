@@ -82,8 +82,9 @@ F32_CASES = {
 @pytest.mark.parametrize("case", list(F32_CASES))
 def test_float32_matches_xla_and_naive(case):
     batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, block_q, block_k = F32_CASES[case]
-    inputs = make_inputs(0, batch, seq_q, seq_k, heads, head_dim, jnp.float32, bias_shape, mask_shape,
-                         empty_row=mask_shape is not None)
+    inputs = make_inputs(
+        0, batch, seq_q, seq_k, heads, head_dim, jnp.float32, bias_shape, mask_shape, empty_row=mask_shape is not None
+    )
     if case.startswith("rank2"):  # a causal mask: every row keeps at least its diagonal
         inputs = inputs[:4] + (jnp.tril(jnp.ones((seq_q, seq_k), bool)),) + inputs[5:]
     pallas = functools.partial(attention_pallas, interpret=True, block_q=block_q, block_k=block_k)
@@ -91,8 +92,9 @@ def test_float32_matches_xla_and_naive(case):
     out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
     out_n, grads_n = outputs_and_grads(naive_attention, *inputs)
     assert out_p.shape == (batch, seq_q, heads, head_dim) and out_p.dtype == jnp.float32
-    for name, got_p, got_x, want in zip(["out", "dq", "dk", "dv", "dbias"], [out_p, *grads_p], [out_x, *grads_x],
-                                        [out_n, *grads_n]):
+    for name, got_p, got_x, want in zip(
+        ["out", "dq", "dk", "dv", "dbias"], [out_p, *grads_p], [out_x, *grads_x], [out_n, *grads_n]
+    ):
         assert got_p.shape == want.shape, name
         assert not np.isnan(np.asarray(got_p)).any(), name
         np.testing.assert_allclose(got_p, want, atol=1e-5, rtol=0, err_msg=f"pallas vs naive: {name}")
@@ -117,8 +119,9 @@ def test_bfloat16_within_bf16_tolerance(case):
     f32_inputs = tuple(x.astype(jnp.float32) for x in inputs[:3]) + inputs[3:]
     out_n, grads_n = outputs_and_grads(naive_attention, *f32_inputs)
     assert out_p.dtype == jnp.bfloat16 and grads_p[0].dtype == jnp.bfloat16
-    for name, got_p, got_x, want in zip(["out", "dq", "dk", "dv", "dbias"], [out_p, *grads_p], [out_x, *grads_x],
-                                        [out_n, *grads_n]):
+    for name, got_p, got_x, want in zip(
+        ["out", "dq", "dk", "dv", "dbias"], [out_p, *grads_p], [out_x, *grads_x], [out_n, *grads_n]
+    ):
         want = np.asarray(want, np.float32)
         scale = np.max(np.abs(want))
         for label, got in (("pallas", got_p), ("xla", got_x)):
@@ -140,7 +143,7 @@ def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     for x in (out, *grads):
         assert np.isfinite(np.asarray(x)).all()
     assert np.all(np.asarray(out[0, 3]) == 0) and np.all(np.asarray(out[1]) == 0)
-    dq, dk, dv, dbias = grads
+    dq, dk, dv, _ = grads
     assert np.all(np.asarray(dq[1]) == 0) and np.all(np.asarray(dk[1]) == 0) and np.all(np.asarray(dv[1]) == 0)
     out_n, grads_n = outputs_and_grads(naive_attention, q, k, v, bias, mask, cotangent)
     for got, want in zip((out, *grads), (out_n, *grads_n)):
@@ -149,7 +152,7 @@ def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
 
 def test_bias_with_minus_inf_entries_matches_mask():
     """A -inf additive bias (a common way to mask) behaves like the boolean mask, empty rows included."""
-    q, k, v, _, mask, cotangent = make_inputs(3, 1, 16, 24, 2, 32, jnp.float32, None, (1, 2, 16, 24), True)
+    q, k, v, _, mask, _ = make_inputs(3, 1, 16, 24, 2, 32, jnp.float32, None, (1, 2, 16, 24), True)
     bias = jnp.where(mask, 0.0, -jnp.inf)
     out_bias = attention_pallas(q, k, v, bias=bias, interpret=True, block_q=8, block_k=8)
     out_mask = attention_pallas(q, k, v, mask=mask, interpret=True, block_q=8, block_k=8)
@@ -188,8 +191,13 @@ def test_two_layer_block_same_with_pallas_and_xla():
         return jnp.asarray(rng.normal(size=shape) / np.sqrt(shape[0]), jnp.float32)
 
     params = [
-        {"qkv": weight(width, 3 * width), "proj": weight(width, width), "fc1": weight(width, 2 * width),
-         "fc2": weight(2 * width, width), "rel_bias": weight(1, 2, tokens, tokens)}
+        {
+            "qkv": weight(width, 3 * width),
+            "proj": weight(width, width),
+            "fc1": weight(width, 2 * width),
+            "fc2": weight(2 * width, width),
+            "rel_bias": weight(1, 2, tokens, tokens),
+        }
         for _ in range(2)
     ]
     x = jnp.asarray(rng.normal(size=(2, tokens, width)), jnp.float32)
