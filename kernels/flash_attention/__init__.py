@@ -63,7 +63,8 @@ def _make_plan(q, k, bias_shape, mask_shape, scale, platform, interpret, block_q
     seq_k = k.shape[1]
     # Triton tiles must be powers of two (and dots at least 16 wide); Mosaic accepts a block spanning the full dim.
     head_dim_pad = head_dim if platform == "tpu" else max(16, _next_pow2(head_dim))
-    min_block = 16 if platform == "gpu" else 8
+    # Triton dots need >= 16 rows/cols and bf16 Mosaic tiles are 16 sublanes; the interpreter takes any block.
+    min_block = 8 if interpret else 16
     defaults = default_blocks(platform, head_dim_pad)
     fwd_q = _fit_block(block_q or defaults[0], seq_q, min_block)
     fwd_k = _fit_block(block_k or defaults[1], seq_k, min_block)
@@ -79,6 +80,11 @@ def _make_plan(q, k, bias_shape, mask_shape, scale, platform, interpret, block_q
         return (bb, bh, seq_q_pad if bq != 1 else 1, seq_k_pad if bk != 1 else 1)
 
     precision = lax.Precision.HIGHEST if jnp.dtype(q.dtype) == jnp.float32 else None
+    # Mosaic keeps whole-sequence K/V (and a bias row) in VMEM, double-buffered: ask for what that needs plus room
+    # for the tiles, at least the usual 32 MiB.
+    whole_rows = 2 * max(seq_q_pad, seq_k_pad) * head_dim_pad * jnp.dtype(q.dtype).itemsize
+    bias_row = 4 * max(fwd_q, bwd_q) * seq_k_pad + 4 * seq_q_pad * max(fwd_k, bwd_k)
+    vmem_limit = min(max(32 << 20, 2 * (whole_rows + bias_row) + (16 << 20)), 110 << 20)
     return Plan(
         platform=platform,
         interpret=interpret,
@@ -100,6 +106,7 @@ def _make_plan(q, k, bias_shape, mask_shape, scale, platform, interpret, block_q
         precision=precision,
         num_warps=4 if head_dim_pad <= 64 else 8,
         num_stages=2,
+        vmem_limit_bytes=vmem_limit,
     )
 
 

@@ -44,6 +44,7 @@ class Plan:
     precision: lax.Precision | None
     num_warps: int = 4
     num_stages: int = 2
+    vmem_limit_bytes: int = 32 << 20
 
 
 # ----------------------------------------------------------------------------------------------------------- specs
@@ -85,9 +86,9 @@ def _compiler_params(plan: Plan):
     if plan.platform == "tpu":
         from jax.experimental.pallas import tpu as pltpu
 
-        # Each (batch, head, block) cell is independent; whole K/V rows sit in VMEM, so allow more than the default.
+        # Each (batch, head, block) cell is independent; whole K/V rows sit in VMEM (see the plan's limit).
         return pltpu.CompilerParams(
-            dimension_semantics=("parallel", "parallel", "parallel"), vmem_limit_bytes=96 * 1024 * 1024
+            dimension_semantics=("parallel", "parallel", "parallel"), vmem_limit_bytes=plan.vmem_limit_bytes
         )
     from jax.experimental.pallas import triton as pltriton
 
