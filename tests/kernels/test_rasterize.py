@@ -66,8 +66,9 @@ def test_forward_xla_pallas_naive_agree(convention):
     features, background)."""
     scene = random_scene(250, seed=1, channels=5)
     viewmats, Ks = _cameras()
+    render = jax.jit(rasterize, static_argnames=("width", "height", "convention", "impl"))
     outputs = {
-        impl: rasterize(*scene, viewmats, Ks, WIDTH, HEIGHT, background=BACKGROUND, convention=convention, impl=impl)
+        impl: render(*scene, viewmats, Ks, width=WIDTH, height=HEIGHT, background=BACKGROUND, convention=convention, impl=impl)
         for impl in ("xla", "pallas")
     }
     for cam in range(2):
@@ -79,7 +80,7 @@ def test_forward_xla_pallas_naive_agree(convention):
             np.testing.assert_allclose(out.alpha[cam], ref_alpha, atol=1e-5, err_msg=impl)
             np.testing.assert_allclose(out.depth[cam], ref_depth, atol=1e-4, rtol=1e-5, err_msg=impl)
     np.testing.assert_allclose(outputs["xla"].image, outputs["pallas"].image, atol=1e-5)
-    single = rasterize(*scene, viewmats[1], Ks[1], WIDTH, HEIGHT, background=BACKGROUND, convention=convention)
+    single = render(*scene, viewmats[1], Ks[1], width=WIDTH, height=HEIGHT, background=BACKGROUND, convention=convention)
     np.testing.assert_allclose(single.image[0], outputs["xla"].image[1], atol=1e-6)
 
 
@@ -145,10 +146,11 @@ def test_gradients_match_dense_reference(convention):
     viewmat, K = jnp.asarray(viewmats[0]), jnp.asarray(Ks[0])
     inputs = _loss_inputs()
     argnums = tuple(range(6))
-    ref_value, ref_grads = jax.value_and_grad(_reference_loss(convention, viewmat, K), argnums)(*inputs)
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(_reference_loss(convention, viewmat, K), argnums))(*inputs)
     variants = [("xla", None)] + ([("pallas", None), ("xla", True)] if convention == "3dgs" else [])
     for impl, deterministic in variants:
-        value, grads = jax.value_and_grad(_rasterize_loss(convention, impl, viewmat, K, deterministic), argnums)(*inputs)
+        loss = _rasterize_loss(convention, impl, viewmat, K, deterministic)
+        value, grads = jax.jit(jax.value_and_grad(loss, argnums))(*inputs)
         np.testing.assert_allclose(value, ref_value, rtol=1e-5)
         for name, g, r in zip(NAMES, grads, ref_grads):
             scale = float(jnp.max(jnp.abs(r)))
@@ -179,7 +181,8 @@ _FD_SCRIPT = textwrap.dedent(
                             impl=impl, convention="gsplat")
             return jnp.sum(out.image[0] * w_img) + jnp.sum(out.alpha[0] * w_a)
         args = [jnp.asarray(a) for a in (means, quats, scales, opacities, feats)]
-        grads = jax.grad(loss, argnums=tuple(range(5)))(*args)
+        grads = jax.jit(jax.grad(loss, argnums=tuple(range(5))))(*args)
+        loss = jax.jit(loss)
         errs = []
         for k, (a, g) in enumerate(zip(args, grads)):
             d = jnp.asarray(rng.normal(size=a.shape))
