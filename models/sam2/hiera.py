@@ -1,0 +1,201 @@
+"""Hiera trunk of SAM2 (`hieradet.py`): a hierarchical ViT with windowed attention and query pooling.
+
+NHWC throughout. Four stages; heads and width double at each stage; the first block of stages 2-4 max-pools its
+queries (and its projected shortcut) by 2x2, attending in the previous stage's windows; a few blocks attend globally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import kernels
+from models.sam2.layers import MLP, Dtype, bicubic_matrix, gelu, layer_norm, linear
+
+
+@dataclasses.dataclass(frozen=True)
+class HieraConfig:
+    """Trunk hyper-parameters (the `trunk` section of the official yaml)."""
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (1, 2, 7, 2)
+    global_att_blocks: tuple[int, ...] = (5, 7, 9)
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    pos_embed_bkg_size: tuple[int, int] = (7, 7)
+    q_pool: int = 3
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    mlp_ratio: float = 4.0
+
+    @property
+    def stage_ends(self) -> list[int]:
+        """Index of the last block of each stage."""
+        return [sum(self.stages[: i + 1]) - 1 for i in range(len(self.stages))]
+
+    @property
+    def channels(self) -> list[int]:
+        """Output width of each stage, highest resolution first."""
+        return [int(self.embed_dim * self.dim_mul**i) for i in range(len(self.stages))]
+
+
+def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
+    """[B, H, W, C] -> [B * nW, window, window, C], zero-padding H and W up to a multiple of `window`."""
+    batch, height, width, channels = x.shape
+    pad_h, pad_w = (-height) % window, (-width) % window
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    hp, wp = height + pad_h, width + pad_w
+    x = x.reshape(batch, hp // window, window, wp // window, window, channels)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window, window, channels), (hp, wp)
+
+
+def window_unpartition(windows: jax.Array, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]) -> jax.Array:
+    """Inverse of `window_partition`: [B * nW, window, window, C] -> [B, H, W, C] without the padding."""
+    hp, wp = padded_hw
+    batch = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.reshape(batch, hp // window, wp // window, window, window, -1)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, hp, wp, -1)
+    return x[:, : hw[0], : hw[1], :]
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """MaxPool2d(kernel 2, stride 2, floor mode) on [B, H, W, C]."""
+    batch, height, width, channels = x.shape
+    x = x[:, : height // 2 * 2, : width // 2 * 2]
+    return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+
+
+class MultiScaleAttention(nnx.Module):
+    """Attention inside one window (or the whole map), optionally max-pooling the queries by 2x2."""
+
+    def __init__(self, dim: int, dim_out: int, num_heads: int, q_pool: bool, *, attention_impl: str,
+                 dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.q_pool = q_pool
+        self.attention_impl = attention_impl
+        self.qkv = linear(dim, 3 * dim_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.proj = linear(dim_out, dim_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, height, width, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, height, width, 3, self.num_heads, -1)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        if self.q_pool:
+            q = max_pool_2x2(q.reshape(batch, height, width, -1))
+            height, width = q.shape[1:3]
+            q = q.reshape(batch, height, width, self.num_heads, -1)
+        q = q.reshape(batch, height * width, self.num_heads, -1)
+        k = k.reshape(batch, -1, self.num_heads, k.shape[-1])
+        v = v.reshape(batch, -1, self.num_heads, v.shape[-1])
+        out = kernels.attention(q, k, v, impl=self.attention_impl)
+        return self.proj(out.reshape(batch, height, width, -1))
+
+
+class MultiScaleBlock(nnx.Module):
+    """Pre-norm block: (windowed, q-pooled) attention + MLP; a projected, pooled shortcut when the width changes."""
+
+    def __init__(self, dim: int, dim_out: int, num_heads: int, *, q_stride: bool, window_size: int, mlp_ratio: float,
+                 attention_impl: str, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.dim, self.dim_out = dim, dim_out
+        self.window_size = window_size
+        self.q_stride = q_stride
+        self.norm1 = layer_norm(dim, eps=1e-6, **kw)
+        self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_stride, attention_impl=attention_impl, **kw)
+        self.norm2 = layer_norm(dim_out, eps=1e-6, **kw)
+        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, 2, activation=gelu, **kw)
+        self.proj = linear(dim, dim_out, **kw) if dim != dim_out else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shortcut = x
+        x = self.norm1(x)
+        if self.proj is not None:
+            shortcut = self.proj(x)
+            if self.q_stride:
+                shortcut = max_pool_2x2(shortcut)
+        window = self.window_size
+        height, width = x.shape[1:3]
+        if window > 0:
+            x, padded_hw = window_partition(x, window)
+        x = self.attn(x)
+        if self.q_stride:
+            # The queries were pooled inside each window: the windows are now half as wide.
+            window = self.window_size // 2
+            height, width = shortcut.shape[1:3]
+            padded_hw = (height + (-height) % window, width + (-width) % window) if window > 0 else None
+        if self.window_size > 0:
+            x = window_unpartition(x, window, padded_hw, (height, width))
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class Hiera(nnx.Module):
+    """The Hiera trunk; `__call__` returns the four stage outputs, highest resolution first, NHWC."""
+
+    def __init__(self, config: HieraConfig, *, attention_impl: str = "auto", dtype: Dtype = None,
+                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.config = config
+        self.dtype = dtype
+        dim = config.embed_dim
+        self.patch_embed = PatchEmbed(dim, **kw)
+        bkg_h, bkg_w = config.pos_embed_bkg_size
+        window0 = config.window_spec[0]
+        # Stored NHWC: (1, h, w, C); the converter transposes torch's (1, C, h, w).
+        self.pos_embed = nnx.Param(jnp.zeros((1, bkg_h, bkg_w, dim), param_dtype))
+        self.pos_embed_window = nnx.Param(jnp.zeros((1, window0, window0, dim), param_dtype))
+        stage_ends = config.stage_ends
+        q_pool_blocks = [end + 1 for end in stage_ends[:-1]][: config.q_pool]
+        blocks, num_heads, stage = [], config.num_heads, 0
+        for index in range(sum(config.stages)):
+            dim_out = dim
+            # A stage's first block still uses the previous stage's window (it pools inside it).
+            window = 0 if index in config.global_att_blocks else config.window_spec[stage]
+            if index - 1 in stage_ends:
+                dim_out = int(dim * config.dim_mul)
+                num_heads = int(num_heads * config.head_mul)
+                stage += 1
+            blocks.append(
+                MultiScaleBlock(dim, dim_out, num_heads, q_stride=index in q_pool_blocks, window_size=window,
+                                mlp_ratio=config.mlp_ratio, attention_impl=attention_impl, **kw)
+            )
+            dim = dim_out
+        self.blocks = nnx.List(blocks)
+
+    def position_embedding(self, height: int, width: int) -> jax.Array:
+        """Background embedding resized with torch's bicubic kernel, plus the tiled window embedding: (1, H, W, C)."""
+        background = self.pos_embed[...].astype(jnp.float32)
+        rows = jnp.asarray(bicubic_matrix(background.shape[1], height), jnp.float32)
+        cols = jnp.asarray(bicubic_matrix(background.shape[2], width), jnp.float32)
+        pos = jnp.einsum("Hh,bhwc,Ww->bHWc", rows, background, cols, precision=jax.lax.Precision.HIGHEST)
+        window = self.pos_embed_window[...].astype(jnp.float32)
+        reps = (1, height // window.shape[1], width // window.shape[2], 1)
+        return pos + jnp.tile(window, reps)
+
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        """x: [B, H, W, 3] normalised image -> [stage1 (H/4), stage2 (H/8), stage3 (H/16), stage4 (H/32)]."""
+        x = self.patch_embed(x)
+        pos = self.position_embedding(x.shape[1], x.shape[2])
+        x = x + pos.astype(x.dtype)
+        outputs = []
+        stage_ends = set(self.config.stage_ends)
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in stage_ends:
+                outputs.append(x)
+        return outputs
+
+
+class PatchEmbed(nnx.Module):
+    """Conv 7x7, stride 4, padding 3: [B, H, W, 3] -> [B, H/4, W/4, C]."""
+
+    def __init__(self, dim: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
+        self.proj = nnx.Conv(3, dim, (7, 7), strides=(4, 4), padding=((3, 3), (3, 3)), dtype=dtype,
+                             param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.proj(x)
