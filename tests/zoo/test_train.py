@@ -157,17 +157,26 @@ def test_eight_devices_are_present():
     assert jax.device_count() == 8, "multi-device tests need 8 CPU devices (tests/conftest.py sets jax_num_cpu_devices)"
 
 
+@pytest.fixture(scope="module")
+def one_device_params(tmp_path_factory):
+    config = _tiny_config(num_train_steps=3, log_every=1, mesh={"data": 1, "fsdp": 1, "model": 1})
+    return _params_after(config, tmp_path_factory.mktemp("one_device"), jax.devices()[:1])
+
+
+def _relative_difference(reference, other) -> float:
+    """max |a - b| over all parameters, relative to the largest parameter magnitude."""
+    pairs = list(zip(jax.tree.leaves(reference), jax.tree.leaves(other), strict=True))
+    largest = max(float(np.abs(a).max()) for a, _ in pairs)
+    return max(float(np.abs(a - b).max()) for a, b in pairs) / largest
+
+
 @pytest.mark.parametrize("mesh", [{"data": 8, "fsdp": 1, "model": 1}, {"data": 1, "fsdp": 8, "model": 1},
                                   {"data": 2, "fsdp": 2, "model": 2}])  # fmt: skip
-def test_data_parallel_and_fsdp_match_one_device(tmp_path, mesh):
+def test_data_parallel_and_fsdp_match_one_device(tmp_path, mesh, one_device_params):
     assert jax.device_count() == 8
-    steps = {"num_train_steps": 3, "log_every": 1}
-    single = _params_after(_tiny_config(**steps, mesh={"data": 1, "fsdp": 1, "model": 1}), tmp_path / "one",
-                           jax.devices()[:1])  # fmt: skip
-    sharded = _params_after(_tiny_config(**steps, mesh=mesh), tmp_path / "many", jax.devices())
-    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded), strict=True):
-        scale = max(float(np.abs(a).max()), 1e-6)
-        assert float(np.abs(a - b).max()) / scale <= 1e-5
+    config = _tiny_config(num_train_steps=3, log_every=1, mesh=mesh)
+    sharded = _params_after(config, tmp_path, jax.devices())
+    assert _relative_difference(one_device_params, sharded) <= 1e-5
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path):
