@@ -90,7 +90,7 @@ class ResidualAttentionBlock(nnx.Module):
         drop_path_rate: float = 0.0, attention_impl: str = "auto", dtype: Any = None,
         param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
     ):
-        common = dict(dtype=dtype, param_dtype=param_dtype)
+        common = {"dtype": dtype, "param_dtype": param_dtype}
         self.ln_1 = nnx.LayerNorm(dim, epsilon=1e-5, rngs=rngs, **common)
         self.attn = MultiheadAttention(dim, num_heads, attention_impl=attention_impl, rngs=rngs, **common)
         self.ln_2 = nnx.LayerNorm(dim, epsilon=1e-5, rngs=rngs, **common)
@@ -135,7 +135,7 @@ class VisionTower(nnx.Module):
         self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.width = width
         self.output_dim = output_dim
-        common = dict(dtype=dtype, param_dtype=param_dtype)
+        common = {"dtype": dtype, "param_dtype": param_dtype}
         scale = width**-0.5
         self.conv1 = nnx.Conv(
             in_chans, width, kernel_size=(patch_size, patch_size), strides=(patch_size, patch_size),
@@ -190,7 +190,7 @@ class TextTower(nnx.Module):
     ):
         self.vocab_size = vocab_size
         self.context_length = context_length
-        common = dict(dtype=dtype, param_dtype=param_dtype)
+        common = {"dtype": dtype, "param_dtype": param_dtype}
         self.token_embedding = nnx.Embed(vocab_size, width, embedding_init=_normal(0.02), rngs=rngs, **common)
         self.positional_embedding = nnx.Param(_normal(0.01)(rngs.params(), (context_length, width), param_dtype))
         self.transformer = Transformer(width, layers, heads, act=act, attention_impl=attention_impl, rngs=rngs, **common)
@@ -236,7 +236,7 @@ class CLIP(nnx.Module):
         drop_path_rate: float = 0.0, attention_impl: str = "auto", dtype: Any = None,
         param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
     ):
-        common = dict(act=act, attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        common = {"act": act, "attention_impl": attention_impl, "dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.embed_dim = embed_dim
         with sharding_scope():
             self.visual = VisionTower(

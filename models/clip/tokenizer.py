@@ -16,6 +16,7 @@ import functools
 import gzip
 import html
 import importlib.util
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -109,7 +110,7 @@ class ClipTokenizer:
             return self._cache[token]
         word = tuple(token[:-1]) + (token[-1] + "</w>",)
         while len(word) > 1:
-            pairs = set(zip(word[:-1], word[1:]))
+            pairs = set(itertools.pairwise(word))
             best = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
             if best not in self.bpe_ranks:
                 break

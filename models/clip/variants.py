@@ -46,8 +46,8 @@ def _build(rngs: nnx.Rngs, defaults: dict[str, Any], overrides: dict[str, Any]) 
     return CLIP(rngs=rngs, **dict(defaults, **overrides))
 
 
-_B = dict(embed_dim=512, vision_width=768, vision_layers=12, text_width=512, text_layers=12)
-_L = dict(embed_dim=768, vision_width=1024, vision_layers=24, text_width=768, text_layers=12)
+_B = {"embed_dim": 512, "vision_width": 768, "vision_layers": 12, "text_width": 512, "text_layers": 12}
+_L = {"embed_dim": 768, "vision_width": 1024, "vision_layers": 24, "text_width": 768, "text_layers": 12}
 
 
 @register_model(

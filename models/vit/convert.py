@@ -85,7 +85,7 @@ def resample_abs_pos_embed(
     posemb = pos_embed[None] if squeeze else pos_embed
     num_grid = posemb.shape[1] - num_prefix_tokens
     if old_size is None:
-        side = int(math.isqrt(num_grid))
+        side = math.isqrt(num_grid)
         if side * side != num_grid:
             raise ValueError(f"cannot infer a square grid from {num_grid} position tokens; pass old_size")
         old_size = (side, side)
@@ -130,21 +130,22 @@ def convert_vit(checkpoint, abstract_model: nnx.Module) -> nnx.Module:
         if have.ndim == 3 and have.shape != want and have.shape[-1] == want[-1]:
             prefix = abstract_model.num_prefix_tokens
             old = have.shape[1] - prefix
-            if int(math.isqrt(old)) ** 2 == old:  # a square grid; anything else is left to the mis-shape report
+            if math.isqrt(old) ** 2 == old:  # a square grid; anything else is left to the mis-shape report
                 state_dict["pos_embed"] = resample_abs_pos_embed(
                     have, abstract_model.grid_size, num_prefix_tokens=prefix, antialias=True
                 )
-    ignore, allow_missing = [], []
+    allow_missing = []
     head_kernel = expected.get("head.kernel")
     if "head.weight" in state_dict:
-        if head_kernel is None:
-            ignore.append(r"head\..*")
-        elif state_dict["head.weight"].shape[0] != head_kernel.shape[1]:
+        num_classes = state_dict["head.weight"].shape[0]
+        if head_kernel is not None and num_classes != head_kernel.shape[1]:
             warnings.warn(
-                f"checkpoint head has {state_dict['head.weight'].shape[0]} classes, the model "
-                f"{head_kernel.shape[1]}: the head is not loaded (zero init)",
+                f"checkpoint head has {num_classes} classes, the model {head_kernel.shape[1]}: the head is not "
+                "loaded (zero init)",
                 stacklevel=2,
             )
-            ignore.append(r"head\..*")
             allow_missing.append(r"head\..*")
-    return convert_with_rules(state_dict, abstract_model, VIT_RULES, ignore=ignore, allow_missing=allow_missing)
+        if head_kernel is None or allow_missing:
+            state_dict.pop("head.weight")
+            state_dict.pop("head.bias", None)
+    return convert_with_rules(state_dict, abstract_model, VIT_RULES, allow_missing=allow_missing)

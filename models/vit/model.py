@@ -17,8 +17,8 @@ import kernels
 from models.vit.layers import (
     SPEC_COLUMN_PARALLEL,
     SPEC_ROW_PARALLEL,
-    DropPath,
     Dropout,
+    DropPath,
     LayerScale,
     check_image_input,
     partitioned,
@@ -113,7 +113,7 @@ class Block(nnx.Module):
         norm_eps: float = 1e-6, attention_impl: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        common = dict(dtype=dtype, param_dtype=param_dtype)
+        common = {"dtype": dtype, "param_dtype": param_dtype}
         self.norm1 = nnx.LayerNorm(dim, epsilon=norm_eps, rngs=rngs, **common)
         self.attn = Attention(
             dim, num_heads, qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, attention_impl=attention_impl,
@@ -174,7 +174,7 @@ class VisionTransformer(nnx.Module):
         self.num_prefix_tokens = 1 if class_token else 0
         self.dtype = dtype
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
-        common = dict(dtype=dtype, param_dtype=param_dtype)
+        common = {"dtype": dtype, "param_dtype": param_dtype}
         with sharding_scope():
             self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim, rngs=rngs, **common)
             self.grid_size = self.patch_embed.grid_size

@@ -14,7 +14,7 @@ from models.vit.convert import convert_vit
 from models.vit.model import VisionTransformer
 from zoo.registry import PretrainedCfg, register_model
 
-_AUGREG_MEAN_STD = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+_AUGREG_MEAN_STD = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
 
 def _cfg(hf_hub_id: str, **kwargs: Any) -> PretrainedCfg:
@@ -38,28 +38,28 @@ def _build(rngs: nnx.Rngs, defaults: dict[str, Any], overrides: dict[str, Any]) 
 @register_model(cfg=_cfg("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"), converter=convert_vit)
 def vit_tiny_patch16_224(*, rngs: nnx.Rngs, **overrides: Any) -> VisionTransformer:
     """ViT-Ti/16 at 224 (5.7M params)."""
-    return _build(rngs, dict(patch_size=16, embed_dim=192, depth=12, num_heads=3), overrides)
+    return _build(rngs, {"patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3}, overrides)
 
 
 @register_model(cfg=_cfg("timm/vit_small_patch16_224.augreg_in21k_ft_in1k"), converter=convert_vit)
 def vit_small_patch16_224(*, rngs: nnx.Rngs, **overrides: Any) -> VisionTransformer:
     """ViT-S/16 at 224 (22.1M params)."""
-    return _build(rngs, dict(patch_size=16, embed_dim=384, depth=12, num_heads=6), overrides)
+    return _build(rngs, {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6}, overrides)
 
 
 @register_model(cfg=_cfg("timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"), converter=convert_vit)
 def vit_base_patch16_224(*, rngs: nnx.Rngs, **overrides: Any) -> VisionTransformer:
     """ViT-B/16 at 224 (86.6M params)."""
-    return _build(rngs, dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), overrides)
+    return _build(rngs, {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12}, overrides)
 
 
 @register_model(cfg=_cfg("timm/vit_base_patch32_224.augreg_in21k_ft_in1k"), converter=convert_vit)
 def vit_base_patch32_224(*, rngs: nnx.Rngs, **overrides: Any) -> VisionTransformer:
     """ViT-B/32 at 224 (88.2M params)."""
-    return _build(rngs, dict(patch_size=32, embed_dim=768, depth=12, num_heads=12), overrides)
+    return _build(rngs, {"patch_size": 32, "embed_dim": 768, "depth": 12, "num_heads": 12}, overrides)
 
 
 @register_model(cfg=_cfg("timm/vit_large_patch16_224.augreg_in21k_ft_in1k"), converter=convert_vit)
 def vit_large_patch16_224(*, rngs: nnx.Rngs, **overrides: Any) -> VisionTransformer:
     """ViT-L/16 at 224 (304.3M params)."""
-    return _build(rngs, dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16), overrides)
+    return _build(rngs, {"patch_size": 16, "embed_dim": 1024, "depth": 24, "num_heads": 16}, overrides)
