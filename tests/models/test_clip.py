@@ -57,10 +57,10 @@ def reference(tmp_path_factory):
         logits = (scale * image_features @ text_features.T).numpy()
     directory = tmp_path_factory.mktemp("clip")
     torch.save(model.state_dict(), directory / "clip.pth")
-    return dict(
-        model=model, tokens=tokens.numpy(), images=images, image=image_embeddings.numpy(),
-        text=text_embeddings.numpy(), logits=logits, path=str(directory / "clip.pth"),
-    )
+    return {
+        "model": model, "tokens": tokens.numpy(), "images": images, "image": image_embeddings.numpy(),
+        "text": text_embeddings.numpy(), "logits": logits, "path": str(directory / "clip.pth"),
+    }
 
 
 @jax.jit
