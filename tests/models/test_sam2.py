@@ -157,7 +157,7 @@ def test_fpn_position_encoding_parity(small):
         assert _max_diff(sine_position_encoding(side, side, 256)[None], _nhwc(expected)) <= 1e-5
 
 
-@pytest.mark.parametrize("prompt", [POINT, BOX, dict(POINT, box=BOX["box"])], ids=["point", "box", "box+point"])
+@pytest.mark.parametrize("prompt", [POINT, dict(BOX, **POINT)], ids=["point-multimask", "box+point-single"])
 def test_predictor_parity(small, prompt):
     torch = require("torch")
     with torch.no_grad():
@@ -272,3 +272,43 @@ def test_full_resolution_parity(tmp_path):
     assert low.shape == (3, 256, 256)
     assert _max_diff(masks, ref_masks) <= 1e-3 and _max_diff(low, ref_low) <= 1e-3
     assert _max_diff(iou, ref_iou) <= 1e-4
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Memory modules (forward parity on random inputs; the streaming video predictor is not ported yet)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_memory_attention_parity(small):
+    torch = require("torch")
+    side, frames, pointer_tokens = SMALL // 16, 2, 8
+    rng = np.random.default_rng(1)
+    curr = rng.standard_normal((1, side * side, 256), np.float32)
+    curr_pos = rng.standard_normal((1, side * side, 256), np.float32)
+    memory = rng.standard_normal((1, frames * side * side + pointer_tokens, 64), np.float32)
+    memory_pos = rng.standard_normal(memory.shape, np.float32)
+    with torch.no_grad():
+        seq_first = [torch.from_numpy(a).transpose(0, 1) for a in (curr, memory, curr_pos, memory_pos)]
+        expected = small["ref"].memory_attention(
+            curr=seq_first[0], memory=seq_first[1], curr_pos=seq_first[2], memory_pos=seq_first[3],
+            num_obj_ptr_tokens=pointer_tokens,
+        ).transpose(0, 1).numpy()
+    got = jax.jit(lambda m, *a: m.memory_attention(*a, num_obj_ptr_tokens=pointer_tokens))(
+        small["model"], curr, memory, curr_pos, memory_pos
+    )
+    assert _max_diff(got, expected) <= 1e-4
+
+
+def test_memory_encoder_parity(small):
+    torch = require("torch")
+    rng = np.random.default_rng(2)
+    side = SMALL // 16
+    pix_feat = rng.standard_normal((1, side, side, 256), np.float32)
+    masks = 4 * rng.standard_normal((1, SMALL, SMALL, 1), np.float32)
+    with torch.no_grad():
+        expected = small["ref"].memory_encoder(
+            torch.from_numpy(pix_feat).permute(0, 3, 1, 2), torch.from_numpy(masks).permute(0, 3, 1, 2)
+        )
+    features, pos = jax.jit(lambda m, f, k: m.memory_encoder(f, k))(small["model"], pix_feat, masks)
+    assert _max_diff(features, _nhwc(expected["vision_features"])) <= 1e-4
+    assert _max_diff(pos, _nhwc(expected["vision_pos_enc"][0])) <= 1e-5

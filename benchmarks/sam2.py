@@ -1,0 +1,123 @@
+"""SAM2 image-encoder latency: ours (jax.jit, f32) vs the official PyPI `sam2` (torch, eager, f32) on one device.
+
+    python benchmarks/sam2.py                       # tiny, 1024x1024, CPU
+    python benchmarks/sam2.py --variants t b+ --repeats 5
+
+Both sides run `forward_image` (Hiera trunk + FPN neck + the decoder's conv_s0/conv_s1) on one random
+1024x1024 image with random weights. Ours is timed after compilation (compile time is reported separately).
+Writes benchmarks/results/sam2_<backend>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import zoo  # noqa: E402
+
+_CONFIGS = {"t": "sam2_hiera_t", "s": "sam2_hiera_s", "b+": "sam2_hiera_b+", "l": "sam2_hiera_l"}
+
+
+def _time(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_ours(variant: str, image_size: int, repeats: int) -> dict:
+    model = zoo.create_model(_CONFIGS[variant], rngs=nnx.Rngs(0), image_size=image_size)
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s).forward_image(x)["backbone_fpn"])
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, image_size, image_size, 3), np.float32))
+    start = time.perf_counter()
+    compiled = forward.lower(state, x).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(state, x))  # warm-up
+    times = _time(lambda: jax.block_until_ready(compiled(state, x)), repeats)
+    return {"compile_s": compile_s, "times_s": times, "median_s": statistics.median(times)}
+
+
+def bench_reference(variant: str, image_size: int, repeats: int) -> dict | None:
+    try:
+        import torch
+        from sam2.build_sam import build_sam2
+    except ImportError as err:
+        print(f"reference sam2/torch not installed ({err}); timing ours only", file=sys.stderr)
+        return None
+    name = {"t": "t", "s": "s", "b+": "b+", "l": "l"}[variant]
+    ref = build_sam2(f"configs/sam2/sam2_hiera_{name}.yaml", ckpt_path=None, device="cpu",
+                     hydra_overrides_extra=[f"++model.image_size={image_size}"]).eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, image_size, image_size), np.float32))
+    with torch.inference_mode():
+        ref.forward_image(x)  # warm-up
+        times = _time(lambda: ref.forward_image(x), repeats)
+    return {"times_s": times, "median_s": statistics.median(times), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=["t"], choices=sorted(_CONFIGS))
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-reference", action="store_true", help="time ours only")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = parser.parse_args(argv)
+
+    device = jax.devices()[0]
+    rows = []
+    for variant in args.variants:
+        ours = bench_ours(variant, args.image_size, args.repeats)
+        ref = None if args.no_reference or device.platform != "cpu" else bench_reference(
+            variant, args.image_size, args.repeats)
+        row = {"model": _CONFIGS[variant], "image_size": args.image_size, "ours": ours, "reference": ref,
+               "speedup": (ref["median_s"] / ours["median_s"]) if ref else None}
+        rows.append(row)
+        print(json.dumps(row))
+    result = {
+        "benchmark": "SAM2 forward_image latency (batch 1, f32)",
+        "backend": device.platform, "device": str(device.device_kind), "jax": jax.__version__,
+        "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform(),
+        "rows": rows,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"sam2_{device.platform}")
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    lines = [
+        f"# SAM2 image encoder latency ({device.device_kind}, batch 1, f32)", "",
+        f"jax {jax.__version__}; {os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.1f}", "",
+        "| model | size | ours jit (s) | compile (s) | PyPI sam2 torch (s) | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ref = row["reference"]
+        lines.append(
+            f"| {row['model']} | {row['image_size']} | {row['ours']['median_s']:.2f} | {row['ours']['compile_s']:.1f} "
+            f"| {ref['median_s']:.2f} | {row['speedup']:.2f}x |" if ref else
+            f"| {row['model']} | {row['image_size']} | {row['ours']['median_s']:.2f} | {row['ours']['compile_s']:.1f} "
+            "| - | - |"
+        )
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
