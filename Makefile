@@ -1,0 +1,38 @@
+# Two entry points (README quick start). Each installs what it needs into .venv on first use.
+#   make train   train a small ViT on the embedded real digits (config-file training, CPU, minutes)
+#   make test    the test suite (installs the PyTorch parity references into .venv first)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/vit_digits
+CONFIG ?= configs/vit.py:digits
+
+.PHONY: train test install install-test system-data
+
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime pyproject.toml
+	$(PY) -m pip install -q -e ".[test]"
+	# sam2's sdist pins a CUDA build of torch; it is pure Python, so install it without its dependencies.
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
+	touch $@
+
+install: $(VENV)/.runtime
+install-test: $(VENV)/.test system-data
+
+# Real data that ships in Debian packages (opencv-doc: digits.png, vtest.avi, photos). Needs root + apt.
+system-data:
+	@if [ ! -f /usr/share/doc/opencv-doc/examples/data/digits.png ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc; \
+		else echo "note: opencv-doc missing (apt-get install opencv-doc); tests using it will skip locally"; fi; \
+	fi
+
+train: install
+	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
+
+test: install-test
+	$(PY) -m pytest -q
