@@ -35,7 +35,7 @@ def _maybe_initialize_distributed() -> None:
         try:
             jax.distributed.initialize()
         except (ValueError, RuntimeError) as err:  # a single-process SLURM allocation is not a cluster
-            logging.warning("jax.distributed.initialize() skipped: %s", err)
+            logging.getLogger("zoo.train").warning("jax.distributed.initialize() skipped: %s", err)
 
 
 def main(argv: list[str]) -> int:

@@ -30,8 +30,8 @@ def require(module: str, install_hint: str = "pip install -e .[test]"):
 
 def real_photo(name: str = "china", size: int | None = None) -> np.ndarray:
     """A real RGB photo (uint8 HWC) shipped inside scikit-learn: 'china' or 'flower'; optionally resized square."""
-    from PIL import Image
     import sklearn.datasets
+    from PIL import Image
 
     path = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", f"{name}.jpg")
     image = Image.open(path).convert("RGB")

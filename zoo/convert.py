@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import sys
+import typing
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -126,7 +127,7 @@ def _rebuild_parameter(data, requires_grad=None, backward_hooks=None, *unused):
 class _TensorOnlyUnpickler(pickle.Unpickler):
     """Rebuilds tensors from torch's zip format and refuses every other global."""
 
-    _ALLOWED = {
+    _ALLOWED: typing.ClassVar[dict[tuple[str, str], Any]] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -255,7 +256,7 @@ def extract_state_dict(
     if not tensors:
         raise CheckpointReadError(f"no tensors found in the checkpoint (top-level keys: {sorted(obj)[:10]})")
     if prefix:
-        tensors = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in tensors.items()}
+        tensors = {(k.removeprefix(prefix)): v for k, v in tensors.items()}
     return tensors
 
 

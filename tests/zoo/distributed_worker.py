@@ -38,6 +38,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import jax.experimental.multihost_utils  # noqa: F401
+    import jax.experimental.multihost_utils
 
     main()

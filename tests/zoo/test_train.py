@@ -50,8 +50,9 @@ def _losses(workdir) -> dict[int, float]:
 
 def test_bad_config_key_lists_valid_keys(tmp_path):
     result = subprocess.run(
-        _train_cmd(tmp_path, "--config.optimizer.lrr=0.1"), capture_output=True, text=True, env=_env(), timeout=120
-    )
+        _train_cmd(tmp_path, "--config.optimizer.lrr=0.1"),
+        capture_output=True, text=True, env=_env(), timeout=120, check=False,
+    )  # fmt: skip
     assert result.returncode != 0
     assert "lrr" in result.stderr and "Did you mean" in result.stderr and "lr" in result.stderr
 
@@ -59,7 +60,7 @@ def test_bad_config_key_lists_valid_keys(tmp_path):
 def test_unknown_model_in_config_is_clear(tmp_path):
     result = subprocess.run(
         _train_cmd(tmp_path, "--config.model.name=vit_tiny_patch16_2244"),
-        capture_output=True, text=True, env=_env(), timeout=120,
+        capture_output=True, text=True, env=_env(), timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode != 0
     assert "Unknown model 'vit_tiny_patch16_2244'" in result.stderr and "vit_tiny_patch16_224" in result.stderr
@@ -231,7 +232,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
         trainer.run()
     import zoo
 
-    assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())[-1] == 4
+    assert max(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == 4
     model = zoo.create_model("vit_tiny_patch16_224", pretrained=str(tmp_path))
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(jax.tree.map(np.asarray, model)))
 
@@ -249,7 +250,7 @@ def test_two_processes_train_together_and_agree(tmp_path):
         subprocess.Popen(
             [sys.executable, worker, f"127.0.0.1:{port}", str(i), str(tmp_path / "run"), str(tmp_path / f"out{i}.json")],
             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=400)[0].decode() for p in procs]

@@ -22,7 +22,7 @@ DEFAULT_NO_DECAY = (r".*pos_embed.*", r".*cls_token.*", r".*class_embedding.*", 
 def path_string(path) -> str:
     """'blocks.0.attn.qkv.kernel' for a tree path (NNX Variable `.value` suffixes removed)."""
     text = jax.tree_util.keystr(tuple(path), simple=True, separator=".")
-    return text[: -len(".value")] if text.endswith(".value") else text
+    return text.removesuffix(".value")
 
 
 def _tree_of(fn: Callable[[str, jax.Array], object]):
