@@ -69,9 +69,14 @@ def bench_ours(n, width, height, impl, repeats, backward=True):
     from kernels.rasterize.sh import eval_sh
 
     means, quats, scales, opacities, sh, viewmat, K = (jnp.asarray(a) for a in make_scene(n, width, height))
-    probe = jax.jit(lambda: rasterize(means, quats, scales, opacities, sh, viewmat, K, width, height, sh_degree=3,
-                                      capacity=1024, impl=impl).n_intersections)  # fmt: skip
-    pairs = int(probe()[0])
+    args = (means, quats, scales, opacities, sh)
+
+    def count(means, quats, scales, opacities, sh):
+        out = rasterize(means, quats, scales, opacities, sh, viewmat, K, width, height, sh_degree=3, capacity=1024)
+        return out.n_intersections
+
+    # Arrays go in as arguments, never as closed-over constants (XLA would try to constant-fold them).
+    pairs = int(jax.jit(count)(*args)[0])
     capacity = int(pairs * 1.1) + 1024
 
     def loss(means, quats, scales, opacities, sh):
@@ -79,7 +84,6 @@ def bench_ours(n, width, height, impl, repeats, backward=True):
                         capacity=capacity, impl=impl)  # fmt: skip
         return jnp.sum(out.image) + jnp.sum(out.alpha)
 
-    args = (means, quats, scales, opacities, sh)
     result = {"intersections": pairs}
     fwd = jax.jit(loss).lower(*args).compile()
     result["fwd_s"] = _time(lambda: jax.block_until_ready(fwd(*args)), repeats)
@@ -90,12 +94,12 @@ def bench_ours(n, width, height, impl, repeats, backward=True):
         result["fwd_bwd_mem_mb"] = _memory_mb(bwd)
     conv = get_convention("gsplat")
 
-    def project_and_shade(means, quats, scales):
+    def project_and_shade(means, quats, scales, sh):
         proj = project_gaussians(means, quats, scales, viewmat, K, width, height, conv)
         return proj, eval_sh(3, means - (-viewmat[:3, :3].T @ viewmat[:3, 3]), sh)
 
-    proj_fn = jax.jit(project_and_shade).lower(means, quats, scales).compile()
-    result["project_sh_s"] = _time(lambda: jax.block_until_ready(proj_fn(means, quats, scales)), repeats)
+    proj_fn = jax.jit(project_and_shade).lower(means, quats, scales, sh).compile()
+    result["project_sh_s"] = _time(lambda: jax.block_until_ready(proj_fn(means, quats, scales, sh)), repeats)
     return result
 
 
@@ -260,13 +264,17 @@ def _fmt(x, unit=""):
 
 def to_markdown(meta, rows) -> str:
     lines = [
-        f"# kernels.rasterize benchmark ({meta['backend']}, {meta['device']}, {meta['cpu_count']} CPUs, "
-        f"jax {meta['jax']}{', --quick' if meta['quick'] else ''})",
+        (
+            f"# kernels.rasterize benchmark ({meta['backend']}, {meta['device']}, {meta['cpu_count']} CPUs, "
+            f"jax {meta['jax']}{', --quick' if meta['quick'] else ''})"
+        ),
         "",
         "Times are medians of warm calls in seconds; ratio = reference / ours (> 1: ours faster).",
         "",
-        "| case | pairs | ours fwd | ours fwd+bwd | ours mem fwd / fwd+bwd (MB) | proj+SH ours | proj+SH gsplat torch |"
-        " ratio | torch dense fwd | ratio | torch dense fwd+bwd | ratio | torch dense peak RSS (MB) |",
+        (
+            "| case | pairs | ours fwd | ours fwd+bwd | ours mem fwd / fwd+bwd (MB) | proj+SH ours | proj+SH gsplat torch |"
+            " ratio | torch dense fwd | ratio | torch dense fwd+bwd | ratio | torch dense peak RSS (MB) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:

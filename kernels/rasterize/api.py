@@ -60,7 +60,7 @@ def suggest_capacity(n_intersections: int, headroom: float = 1.25) -> int:
 
 
 def default_impl() -> str:
-    """"pallas" on GPU/TPU, "xla" on CPU."""
+    """ "pallas" on GPU/TPU, "xla" on CPU."""
     return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
 
 
@@ -87,6 +87,7 @@ def rasterize(
     impl: str = "auto",
     interpret: bool | None = None,
     deterministic: bool | None = None,
+    pallas_backend: str | None = None,
 ) -> RasterOutput:
     """Differentiable 3-D Gaussian splatting (EWA projection, tile binning, front-to-back alpha compositing).
 
@@ -103,7 +104,8 @@ def rasterize(
         screen-space mean gradient used for densification (in pixels).
       impl: "auto" (Pallas on GPU/TPU, XLA on CPU), "xla" or "pallas". interpret: Pallas interpret mode (default: on
         CPU). deterministic: reduce per-slot gradients with a segmented scan (default on GPU/TPU) instead of a
-        scatter-add (deterministic on CPU only).
+        scatter-add (deterministic on CPU only). pallas_backend: "triton" or "mosaic_tpu" to lower the Pallas kernels
+        for a platform other than the default one (ahead-of-time export); None picks it from the default backend.
     """
     if impl not in ("auto", "xla", "pallas"):
         raise ValueError(f"impl must be 'auto', 'xla' or 'pallas'; got {impl!r}")
@@ -131,6 +133,7 @@ def rasterize(
         impl=impl,
         interpret=bool(interpret),
         reduction="sorted" if deterministic else "scatter",
+        pallas_backend=pallas_backend,
     )
     # Compositing runs in float32, or float64 when the means are float64 (finite-difference tests under x64).
     dtype = jnp.float64 if means.dtype == jnp.float64 else jnp.float32

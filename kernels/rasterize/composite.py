@@ -89,9 +89,7 @@ def _reduce_slots(slot_grads, bins: TileBins, num_gaussians: int, cfg: Composite
         return jax.ops.segment_sum(slot_grads, bins.padded_gaussian_ids, num_segments=num_gaussians + 1)[:-1]
     # Back to emission order (Gaussian-major, each slot written once), then contiguous per-Gaussian segments.
     capacity = bins.sorted_emission_ids.shape[0]
-    emission = jnp.where(
-        valid, bins.sorted_emission_ids[jnp.minimum(bins.padded_sorted_slot, capacity - 1)], capacity
-    )
+    emission = jnp.where(valid, bins.sorted_emission_ids[jnp.minimum(bins.padded_sorted_slot, capacity - 1)], capacity)
     by_emission = jnp.zeros((capacity + 1, slot_grads.shape[1]), slot_grads.dtype).at[emission].set(slot_grads)
     ends = jnp.minimum(jnp.cumsum(bins.tiles_per_gaussian), capacity)
     return segment_sum_sorted(by_emission[:capacity], ends)

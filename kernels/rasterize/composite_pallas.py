@@ -30,12 +30,12 @@ def _pow2(n: int) -> int:
 def _compiler_params(cfg: CompositeConfig):
     if cfg.interpret:
         return None
-    backend = jax.default_backend()
-    if backend == "gpu":
+    backend = cfg.pallas_backend or {"gpu": "triton", "tpu": "mosaic_tpu"}.get(jax.default_backend())
+    if backend == "triton":
         from jax.experimental.pallas import triton as pltriton
 
         return pltriton.CompilerParams(num_warps=4, num_stages=1)
-    if backend == "tpu":
+    if backend == "mosaic_tpu":
         from jax.experimental.pallas import tpu as pltpu
 
         return pltpu.CompilerParams(dimension_semantics=("arbitrary",))
@@ -163,7 +163,7 @@ def forward_pallas(attrs_padded, chunk_starts, tile_counts, cfg: CompositeConfig
     num_values = attrs_padded.shape[1] - NUM_GEOMETRY
     attrs_t, padded_values = _pad_values(attrs_padded)
     dtype, tiles, pixels = attrs_padded.dtype, cfg.num_tiles, cfg.pixels_per_tile
-    full = lambda shape: pl.BlockSpec(shape, lambda t: (0,) * len(shape))  # noqa: E731
+    full = lambda shape: pl.BlockSpec(shape, lambda t: (0,) * len(shape))
     acc, transmittance = pl.pallas_call(
         functools.partial(_forward_kernel, cfg=cfg, num_values=padded_values),
         grid=(tiles,),
@@ -189,19 +189,26 @@ def backward_pallas(attrs_padded, chunk_starts, tile_counts, background, acc, t_
     attrs_t, padded_values = _pad_values(attrs_padded)
     pad = padded_values - num_values
     dtype, tiles, pixels = attrs_padded.dtype, cfg.num_tiles, cfg.pixels_per_tile
-    as_tiles = lambda a: jnp.swapaxes(jnp.pad(a, ((0, 0), (0, 0), (0, pad))), 1, 2)  # noqa: E731
+    as_tiles = lambda a: jnp.swapaxes(jnp.pad(a, ((0, 0), (0, 0), (0, pad))), 1, 2)
     bg = jnp.pad(background, (0, pad))
     zeros = jnp.zeros(attrs_t.shape, dtype)
-    full = lambda shape: pl.BlockSpec(shape, lambda t: (0,) * len(shape))  # noqa: E731
+    full = lambda shape: pl.BlockSpec(shape, lambda t: (0,) * len(shape))
     per_tile_values = pl.BlockSpec((1, padded_values, pixels), lambda t: (t, 0, 0))
     per_tile = pl.BlockSpec((1, pixels), lambda t: (t, 0))
     grads_t = pl.pallas_call(
         functools.partial(_backward_kernel, cfg=cfg, num_values=padded_values),
         grid=(tiles,),
         in_specs=[
-            full(chunk_starts.shape), full(tile_counts.shape), full(attrs_t.shape), full(bg.shape),
-            per_tile_values, per_tile, per_tile_values, per_tile, full(zeros.shape),
-        ],  # fmt: skip
+            full(chunk_starts.shape),
+            full(tile_counts.shape),
+            full(attrs_t.shape),
+            full(bg.shape),
+            per_tile_values,
+            per_tile,
+            per_tile_values,
+            per_tile,
+            full(zeros.shape),
+        ],
         out_specs=full(attrs_t.shape),
         out_shape=jax.ShapeDtypeStruct(attrs_t.shape, dtype),
         input_output_aliases={8: 0},

@@ -49,10 +49,17 @@ def _chunk_terms(attrs: jax.Array, px, py, transmittance, done, cfg: CompositeCo
     weights = alpha_used * t_before
     new_t = transmittance * keep[:, -1]
     new_done = done | jnp.any(valid & ~passes, axis=1)
-    return dict(
-        dx=dx, dy=dy, alpha_raw=alpha_raw, alpha_used=alpha_used, contribute=contribute,
-        t_before=t_before, weights=weights, new_t=new_t, new_done=new_done,
-    )  # fmt: skip
+    return {
+        "dx": dx,
+        "dy": dy,
+        "alpha_raw": alpha_raw,
+        "alpha_used": alpha_used,
+        "contribute": contribute,
+        "t_before": t_before,
+        "weights": weights,
+        "new_t": new_t,
+        "new_done": new_done,
+    }
 
 
 def forward_xla(attrs_padded, chunk_starts, tile_counts, cfg: CompositeConfig):

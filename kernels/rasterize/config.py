@@ -25,6 +25,7 @@ class CompositeConfig:
     impl: str = "xla"  # "xla" or "pallas"
     interpret: bool = False  # Pallas interpret mode (CPU)
     reduction: str = "scatter"  # per-slot -> per-Gaussian gradient reduction: "scatter" or "sorted" (deterministic)
+    pallas_backend: str | None = None  # "triton" | "mosaic_tpu"; None: from jax.default_backend()
 
     @property
     def tiles_x(self) -> int:
@@ -43,7 +44,7 @@ class CompositeConfig:
         return self.tile_size * self.tile_size
 
     @classmethod
-    def from_convention(cls, convention: Convention, width: int, height: int, **kwargs) -> "CompositeConfig":
+    def from_convention(cls, convention: Convention, width: int, height: int, **kwargs) -> CompositeConfig:
         return cls(
             width=width,
             height=height,

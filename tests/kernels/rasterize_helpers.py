@@ -35,15 +35,32 @@ def random_scene(n: int, seed: int = 0, *, spread: float = 1.0, scale: float = 0
     return means, quats, scales, opacities, features
 
 
-def naive_composite(means2d, conics, opacities, values, depths, radii, width, height, background, *,
-                    alpha_max, alpha_min=1 / 255, t_min=1e-4, stop_inclusive=False, tile_rects=None, tile_size=16):
+def naive_composite(
+    means2d,
+    conics,
+    opacities,
+    values,
+    depths,
+    radii,
+    width,
+    height,
+    background,
+    *,
+    alpha_max,
+    alpha_min=1 / 255,
+    t_min=1e-4,
+    stop_inclusive=False,
+    tile_rects=None,
+    tile_size=16,
+):
     """Per-pixel loop over all visible Gaussians sorted by depth (float64); returns (values [H,W,V], alpha [H,W]).
 
     tile_rects: optional (lo, hi) int [N, 2] tile boxes; a Gaussian then only reaches pixels of the tiles in its box
     (the tiled rasterizers' semantics: graphdeco's 3-sigma box truncates Gaussians whose alpha is still >= 1/255).
     """
-    means2d, conics, opacities, values, depths = (np.asarray(a, np.float64) for a in (means2d, conics, opacities,
-                                                                                       values, depths))
+    means2d, conics, opacities, values, depths = (
+        np.asarray(a, np.float64) for a in (means2d, conics, opacities, values, depths)
+    )
     visible = np.all(np.asarray(radii) > 0, axis=-1)
     order = [i for i in np.argsort(depths, kind="stable") if visible[i]]
     ys, xs = np.mgrid[0:height, 0:width]
@@ -71,8 +88,9 @@ def naive_composite(means2d, conics, opacities, values, depths, radii, width, he
     return out.reshape(height, width, -1), (1 - transmittance).reshape(height, width)
 
 
-def dense_composite_jnp(means2d, conics, opacities, values, depths, radii, tile_rects, width, height, background,
-                        convention, tile_size=16):
+def dense_composite_jnp(
+    means2d, conics, opacities, values, depths, radii, tile_rects, width, height, background, convention, tile_size=16
+):
     """Differentiable dense reference: `lax.scan` over all depth-sorted Gaussians, every pixel at once (jnp).
 
     Same semantics as `naive_composite` (tile-box restricted); autodiff through it is the gradient oracle.
@@ -103,8 +121,11 @@ def dense_composite_jnp(means2d, conics, opacities, values, depths, radii, tile_
         acc = acc + jnp.where(use, alpha * transmittance, 0.0)[:, None] * values[i]
         return (jnp.where(use, next_t, transmittance), done | (ok & stop), acc), None
 
-    init = (jnp.ones(px.shape, values.dtype), jnp.zeros(px.shape, bool), jnp.zeros(px.shape + values.shape[1:],
-                                                                                     values.dtype))
+    init = (
+        jnp.ones(px.shape, values.dtype),
+        jnp.zeros(px.shape, bool),
+        jnp.zeros(px.shape + values.shape[1:], values.dtype),
+    )
     (transmittance, _, acc), _ = jax.lax.scan(step, init, order)
     out = acc + transmittance[:, None] * background
     return out.reshape(height, width, -1), (1 - transmittance).reshape(height, width)

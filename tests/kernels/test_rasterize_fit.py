@@ -18,7 +18,7 @@ import optax
 from kernels.rasterize import check_overflow, rasterize
 
 sys.path.insert(0, os.path.dirname(__file__))
-from rasterize_helpers import intrinsics, look_at  # noqa: E402
+from rasterize_helpers import intrinsics, look_at
 
 SIZE = 64
 TEXTURE = 64
@@ -120,7 +120,7 @@ def test_fit_textured_cube_converges():
     any_overflow = False
     for it in range(200):
         views = rng.choice(train, 2, replace=False)
-        params, state, loss, overflow = step(params, state, viewmats[views], Ks[views], targets[views])
+        params, state, _, overflow = step(params, state, viewmats[views], Ks[views], targets[views])
         any_overflow |= bool(jnp.any(overflow))
     assert not any_overflow
     out = jax.jit(render)(params, viewmats[held_out], Ks[held_out])
