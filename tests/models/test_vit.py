@@ -251,3 +251,12 @@ def test_partition_specs_without_and_with_a_mesh():
     _, abstract_state = nnx.get_abstract_model(lambda: zoo.create_model("vit_tiny_patch16_224", depth=1), mesh)
     fc1 = abstract_state["blocks"][0]["mlp"]["fc1"]["kernel"].get_value()
     assert fc1.sharding.spec == jax.sharding.PartitionSpec(None, "model")
+
+
+def test_bfloat16_compute_with_float32_params():
+    import jax.numpy as jnp
+
+    model = nnx.eval_shape(lambda: zoo.create_model("vit_tiny_patch16_224", depth=1, dtype=jnp.bfloat16))
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
+    logits = jax.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32))
+    assert logits.shape == (2, 1000) and logits.dtype == jnp.bfloat16
