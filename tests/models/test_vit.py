@@ -260,3 +260,25 @@ def test_bfloat16_compute_with_float32_params():
     assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
     logits = jax.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32))
     assert logits.shape == (2, 1000) and logits.dtype == jnp.bfloat16
+
+
+def _random_model(name: str, seed: int = 0, **overrides):
+    """A model with random weights merged in from numpy (no initialiser compiles): cheap for small checks."""
+    abstract = nnx.eval_shape(lambda: zoo.create_model(name, **overrides))
+    rng = np.random.default_rng(seed)
+    arrays = {
+        path: (rng.standard_normal(leaf.shape) * 0.05).astype(leaf.dtype)
+        for path, leaf in convert_lib.flat_paths(nnx.state(abstract, nnx.Param)).items()
+    }
+    return convert_lib.merge_into_model(abstract, arrays)
+
+
+def test_attention_impl_reaches_the_kernel():
+    """attention_impl is passed down to every block; the Pallas path (interpret mode on CPU) equals XLA."""
+    options = {"depth": 1, "img_size": 32, "num_classes": 5}
+    xla = _random_model("vit_tiny_patch16_224", attention_impl="xla", **options)
+    pallas = _random_model("vit_tiny_patch16_224", attention_impl="pallas", **options)
+    assert all(block.attn.attention_impl == "pallas" for block in pallas.blocks)
+    images = _photos(32)
+    expected = jax.jit(lambda m, x: m(x))(xla, images)
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda m, x: m(x))(pallas, images)), expected, atol=1e-4)
