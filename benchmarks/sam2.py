@@ -18,7 +18,10 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# This file is named sam2.py: drop its folder from the path so `import sam2` finds the official package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

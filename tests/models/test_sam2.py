@@ -312,3 +312,39 @@ def test_memory_encoder_parity(small):
     features, pos = jax.jit(lambda m, f, k: m.memory_encoder(f, k))(small["model"], pix_feat, masks)
     assert _max_diff(features, _nhwc(expected["vision_features"])) <= 1e-4
     assert _max_diff(pos, _nhwc(expected["vision_pos_enc"][0])) <= 1e-5
+
+
+@pytest.mark.slow
+def test_video_tracking_parity(small, tmp_path):
+    """Streaming tracker vs the official SAM2VideoPredictor: a click on frame 0, then 2 tracked frames (512)."""
+    torch = require("torch")
+    from PIL import Image
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from models.sam2.predictor import preprocess
+    from models.sam2.video import SAM2VideoTracker
+
+    frames = [np.roll(small["image"], 12 * k, axis=1) for k in range(3)]  # a camera pan
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{index:05d}.jpg")
+    ref = build_sam2_video_predictor("configs/sam2/sam2_hiera_t.yaml", ckpt_path=None, device="cpu",
+                                     hydra_overrides_extra=[f"++model.image_size={SMALL}"])
+    ref.load_state_dict(torch.load(small["path"], weights_only=True)["model"])
+    ref.eval()
+    state = ref.init_state(str(tmp_path))
+    # Same pixels on both sides: the official video loader resizes with PIL, the image predictor with torchvision.
+    state["images"] = torch.stack([torch.from_numpy(preprocess(f, SMALL)).permute(2, 0, 1) for f in frames])
+    state["cached_features"] = {}
+    with torch.inference_mode():
+        _, _, first = ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, **dict(
+            points=POINT["point_coords"].tolist(), labels=POINT["point_labels"].tolist()))
+        expected = {index: masks[0].numpy() for index, _, masks in ref.propagate_in_video(state)}
+
+    tracker = SAM2VideoTracker(small["model"], num_frames=len(frames))
+    got = tracker.add_points(0, frames[0], points=POINT["point_coords"], labels=POINT["point_labels"])
+    assert got.shape == (1, 427, 640)
+    assert _max_diff(got, first[0].numpy()) <= 1e-3
+    for index in range(1, len(frames)):
+        assert _max_diff(tracker.track(index, frames[index]), expected[index]) <= 1e-3, index
+    with pytest.raises(ValueError, match="frame of size"):
+        tracker.track(3, frames[0][:100])
