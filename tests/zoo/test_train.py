@@ -260,3 +260,19 @@ def test_two_processes_train_together_and_agree(tmp_path):
     assert results[0]["device_count"] == 4 and results[0]["process_count"] == 2
     assert results[0]["param_checksum"] == pytest.approx(results[1]["param_checksum"], rel=1e-6)
     assert np.isfinite(results[0]["param_checksum"])
+
+
+@pytest.mark.slow
+def test_main_job_trains_vit_on_real_digits_to_95_percent(tmp_path):
+    """The README's `make train` job: configs/vit.py:digits on scikit-learn's real digits, held-out top-1 >= 95%."""
+    workdir = tmp_path / "vit_digits"
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/vit.py:digits"),
+           "--workdir", str(workdir)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=1800, check=True)
+    assert "wall time" in result.stdout
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["eval/top1"] >= 0.95, summary
+    import zoo
+
+    model = zoo.create_model("vit_tiny_patch16_224", pretrained=str(workdir))
+    assert _digits_top1(model, image_size=16) == pytest.approx(summary["eval/top1"], abs=1e-6)
