@@ -229,14 +229,14 @@ def main():
             if args.quick and (n > 100_000 or res_name == "1080p"):
                 skipped.append(f"{case}: skipped by --quick (minutes per call on a 2-core CPU)")
                 continue
-            backward = not (args.quick and n > 10_000)
-            if not backward:
-                skipped.append(f"{case} forward+backward and torch dense: skipped by --quick")
+            dense = not (args.quick and n > 10_000)
+            if not dense:
+                skipped.append(f"{case} torch dense compositor: skipped by --quick (about a minute per call, GBs)")
             row = {"case": case, "n": n, "width": width, "height": height}
             for impl in impls:
-                row[f"ours_{impl}"] = bench_ours(n, width, height, impl, args.repeats, backward=backward)
+                row[f"ours_{impl}"] = bench_ours(n, width, height, impl, args.repeats)
             row["gsplat_torch_project_sh"] = run_torch(n, width, height, args.repeats, "project_sh", 900)
-            if backward:
+            if dense:
                 row["torch_dense"] = run_torch(n, width, height, max(1, args.repeats // 2), "dense", 900)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -247,6 +247,7 @@ def main():
         "platform": platform.platform(),
         "jax": jax.__version__,
         "quick": args.quick,
+        "load_average_1_5_15": os.getloadavg(),  # the CPU may be shared: read timings with this in mind
         "skipped": skipped,
     }
     os.makedirs(args.out, exist_ok=True)
@@ -268,6 +269,8 @@ def to_markdown(meta, rows) -> str:
             f"# kernels.rasterize benchmark ({meta['backend']}, {meta['device']}, {meta['cpu_count']} CPUs, "
             f"jax {meta['jax']}{', --quick' if meta['quick'] else ''})"
         ),
+        "",
+        f"Load average during the run (1/5/15 min): {', '.join(f'{x:.1f}' for x in meta['load_average_1_5_15'])}.",
         "",
         "Times are medians of warm calls in seconds; ratio = reference / ours (> 1: ours faster).",
         "",
