@@ -133,7 +133,25 @@ def _torch_case(queue, n, width, height, repeats, case):
         return radii[0], means2d[0], depths[0], conics[0], torch.clamp_min(colors + 0.5, 0.0)
 
     out = {}
-    if case == "project_sh":
+    if case == "gsplat_cuda":  # untested here (no GPU in the development task); guarded by the caller
+        import gsplat
+
+        device = torch.device("cuda")
+        params = [t.to(device).requires_grad_(True) for t in (means, quats, scales, opacities, sh)]
+        vm, k = viewmat.to(device)[None], K.to(device)[None]
+
+        def render(backward):
+            image, alpha, _ = gsplat.rasterization(*params, vm, k, width, height, sh_degree=3)
+            if backward:
+                (image.sum() + alpha.sum()).backward()
+            torch.cuda.synchronize()
+
+        with torch.no_grad():
+            out["fwd_s"] = _time(lambda: render(False), repeats)
+        torch.cuda.reset_peak_memory_stats()
+        out["fwd_bwd_s"] = _time(lambda: render(True), repeats)
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    elif case == "project_sh":
         with torch.no_grad():
             out["project_sh_s"] = _time(project_and_shade, repeats)
     else:
@@ -238,6 +256,8 @@ def main():
             row["gsplat_torch_project_sh"] = run_torch(n, width, height, args.repeats, "project_sh", 900)
             if dense:
                 row["torch_dense"] = run_torch(n, width, height, max(1, args.repeats // 2), "dense", 900)
+            if backend == "gpu":
+                row["gsplat_cuda"] = run_torch(n, width, height, args.repeats, "gsplat_cuda", 900)
             rows.append(row)
             print(json.dumps(row), flush=True)
     meta = {
@@ -296,6 +316,12 @@ def to_markdown(meta, rows) -> str:
             f"{_fmt(dense.get('fwd_bwd_s'))} | {ratio(dense.get('fwd_bwd_s'), ours.get('fwd_bwd_s'))} | "
             f"{_fmt(dense.get('peak_rss_growth_mb'))} |"
         )
+        if "gsplat_cuda" in row:
+            cuda = row["gsplat_cuda"]
+            lines.append(
+                f"| {row['case']} gsplat CUDA | | {_fmt(cuda.get('fwd_s'))} | {_fmt(cuda.get('fwd_bwd_s'))} | "
+                f"peak {_fmt(cuda.get('peak_cuda_mb'))} | | | | | | | | {cuda.get('error', '')} |"
+            )
         if "ours_pallas" in row:
             pallas = row["ours_pallas"]
             lines.append(
