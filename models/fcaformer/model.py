@@ -12,7 +12,6 @@ with the official checkpoints without any permutation.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import math
@@ -41,8 +40,9 @@ def _sharded(init, spec: tuple[str | None, ...]):
     return nnx.with_partitioning(init, spec)
 
 
-def _mesh_active() -> bool:
-    return not jax.sharding.get_abstract_mesh().empty
+def _mesh_has_model_axis() -> bool:
+    mesh = jax.sharding.get_abstract_mesh()
+    return (not mesh.empty) and "model" in mesh.axis_names
 
 
 def _drop_path(rate: float, ndim: int, rngs: nnx.Rngs) -> nnx.Dropout:
@@ -163,9 +163,9 @@ class CxBlock(nnx.Module):
         self.gamma = nnx.Param(jnp.full((dim,), layer_scale_init_value, param_dtype))
         self.drop_path = _drop_path(drop_path, 4, rngs)
 
-    def __call__(self, x_bhwc: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x_bhwc: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
         y = self.pwconv2(_gelu(self.pwconv1(self.norm(self.dwconv(x_bhwc)))))
-        return x_bhwc + self.drop_path(self.gamma[...] * y, deterministic=not train)
+        return x_bhwc + self.drop_path(self.gamma[...] * y, deterministic=not train, rngs=rngs)
 
 
 class Mlp(nnx.Module):
@@ -280,18 +280,18 @@ class FcaBlock(nnx.Module):
         return self.proj(out.reshape(batch, tokens, dim))
 
     def __call__(
-        self, x: jax.Array, cross: jax.Array | None = None, *, train: bool = False
+        self, x: jax.Array, cross: jax.Array | None = None, *, train: bool = False, rngs: nnx.Rngs | None = None
     ) -> tuple[jax.Array, jax.Array | None]:
         """x: [batch, H*W, dim]; cross: [batch, num_cross, dim] or None. Returns (x, this block's cross tokens)."""
         batch, tokens, dim = x.shape
         height, width = self.resolution
-        x = x + self.drop_path(self.gamma_1[...] * self._attention(x, cross), deterministic=not train)
+        x = x + self.drop_path(self.gamma_1[...] * self._attention(x, cross), deterministic=not train, rngs=rngs)
         x_bhwc = x.reshape(batch, height, width, dim)
         new_cross = None
         if self.dw_conv is not None:
             new_cross = self.dw_conv(x_bhwc).reshape(batch, -1, dim)
         x = self.local_conv(x_bhwc, train=train).reshape(batch, tokens, dim)
-        x = x + self.drop_path(self.gamma_2[...] * self.mlp(self.norm2(x)), deterministic=not train)
+        x = x + self.drop_path(self.gamma_2[...] * self.mlp(self.norm2(x)), deterministic=not train, rngs=rngs)
         return x, new_cross
 
 
@@ -309,9 +309,9 @@ class ConvStage(nnx.Module):
         )
         self.downsample = PatchMerging(dim, out_dim, **kw)
 
-    def __call__(self, x_bhwc: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x_bhwc: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
         for block in self.blocks:
-            x_bhwc = block(x_bhwc, train=train)
+            x_bhwc = block(x_bhwc, train=train, rngs=rngs)
         return self.downsample(x_bhwc, train=train)
 
 
@@ -336,14 +336,14 @@ class FcaStage(nnx.Module):
         ])
         self.downsample = PatchMerging(dim, out_dim, **kw) if out_dim is not None else None
 
-    def __call__(self, x_bhwc: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x_bhwc: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
         batch, height, width, dim = x_bhwc.shape
         x = x_bhwc.reshape(batch, height * width, dim)
         cross_sets: list[jax.Array] = []
         for i, block in enumerate(self.blocks):
             # Oldest first, at most cab_max_d sets (official `torch.cat(s_list[-cab_max_d:], dim=1)`).
             cross = jnp.concatenate(cross_sets[-self.cab_max_d:], axis=1) if i > 0 else None
-            x, new_cross = block(x, cross, train=train)
+            x, new_cross = block(x, cross, train=train, rngs=rngs)
             if new_cross is not None:
                 cross_sets.append(new_cross)
         x_bhwc = x.reshape(batch, height, width, dim)
@@ -405,8 +405,9 @@ class FcaFormer(nnx.Module):
         starts = np.cumsum([0, *depths]).tolist()
         dpr = [rates[starts[k]:starts[k + 1]] for k in range(4)]
 
-        # Sharding annotations are metadata for the trainer's mesh; outside a mesh, build plain unsharded arrays.
-        with contextlib.nullcontext() if _mesh_active() else nnx.use_eager_sharding(False):
+        # Sharding annotations are metadata for the trainer's mesh: variables are born sharded only under a mesh with
+        # a "model" axis, so the model also builds with no mesh (notebooks, tests); the metadata is kept either way.
+        with nnx.use_eager_sharding(nnx.using_eager_sharding() and _mesh_has_model_axis()):
             self._build(in_chans, embed_dims, depths, heads, mlp_ratio, cab_max_d, dpr, layer_scale_init_value,
                         attention_impl, num_classes, kw)
 
@@ -431,7 +432,9 @@ class FcaFormer(nnx.Module):
             if num_classes > 0 else None
         )
 
-    def forward_features(self, x_bhwc: jax.Array, *, train: bool = False) -> jax.Array:
+    def forward_features(
+        self, x_bhwc: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
         """Images [batch, H, W, C] (normalised) -> last feature map [batch, H/32, W/32, embed_dims[3]]."""
         if tuple(x_bhwc.shape[1:3]) != self.img_size:
             raise ValueError(
@@ -447,7 +450,7 @@ class FcaFormer(nnx.Module):
                     f"stage {k} expects a {self.grids[k]} token grid but got {x.shape[1:3]}: use an img_size "
                     "divisible by 32"
                 )
-            x = stage(x, train=train)
+            x = stage(x, train=train, rngs=rngs)
         return x
 
     def forward_head(self, features_bhwc: jax.Array, *, pre_logits: bool = False) -> jax.Array:
@@ -457,10 +460,11 @@ class FcaFormer(nnx.Module):
             return x
         return self.head(x)
 
-    def __call__(self, x_bhwc: jax.Array, *, train: bool = False) -> jax.Array:
-        """Images [batch, H, W, C] -> logits [batch, num_classes].
+    def __call__(self, x_bhwc: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Images [batch, H, W, C] (normalised with the ImageNet mean/std) -> logits [batch, num_classes].
 
-        `train=True` uses batch statistics in BatchNorm (updating the running averages) and applies drop path;
-        `train=False` (the default) uses the running statistics and is deterministic.
+        `train=True` uses batch statistics in BatchNorm (updating the running averages) and applies drop path, with
+        the model's forked "dropout" streams or, if given, `rngs`; `train=False` (the default) uses the running
+        statistics and is deterministic. The explicit flag wins over `model.train()` / `model.eval()`.
         """
-        return self.forward_head(self.forward_features(x_bhwc, train=train))
+        return self.forward_head(self.forward_features(x_bhwc, train=train, rngs=rngs))

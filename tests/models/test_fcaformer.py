@@ -212,3 +212,12 @@ def test_sharding_annotations_under_a_mesh():
     for name, (variable, spec) in specs.items():
         assert variable.get_metadata()["out_sharding"] == spec, name
         assert variable.get_value().sharding.spec == jax.sharding.PartitionSpec(*spec), name
+
+
+def test_call_time_rngs_for_drop_path():
+    model = nnx.eval_shape(lambda: _tiny(drop_path_rate=0.3))
+    x = jnp.zeros((2, 64, 64, 3))
+    out = nnx.eval_shape(lambda m: m(x, train=True, rngs=nnx.Rngs(dropout=3)), model)
+    assert out.shape == (2, 5)
+    plain = nnx.eval_shape(lambda: _tiny())  # no drop path: no RNG state to carry
+    assert not jax.tree.leaves(nnx.state(plain, nnx.RngState))
