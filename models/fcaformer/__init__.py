@@ -10,17 +10,17 @@ from typing import Any
 from flax import nnx
 
 from models.fcaformer.convert import convert_fcaformer
-from models.fcaformer.model import FcaFormer, FcaBlock
+from models.fcaformer.model import FcaBlock, FcaFormer
 from zoo.registry import PretrainedCfg, register_model
 
-__all__ = ["FcaFormer", "FcaBlock", "convert_fcaformer", "VARIANTS"]
+__all__ = ["VARIANTS", "FcaBlock", "FcaFormer", "convert_fcaformer"]
 
 # embed_dims, depths, num_heads (stages 2 and 3); official `fcaformer_l{1..4}`.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "fcaformer_l1": dict(embed_dims=(64, 128, 192, 320), depths=(2, 2, 6, 2), num_heads=(0, 0, 6, 10)),
-    "fcaformer_l2": dict(embed_dims=(96, 192, 320, 480), depths=(2, 2, 7, 2), num_heads=(0, 0, 10, 15)),
-    "fcaformer_l3": dict(embed_dims=(96, 192, 320, 512), depths=(3, 6, 12, 3), num_heads=(0, 0, 10, 16)),
-    "fcaformer_l4": dict(embed_dims=(128, 256, 512, 768), depths=(3, 6, 12, 3), num_heads=(0, 0, 16, 24)),
+    "fcaformer_l1": {"embed_dims": (64, 128, 192, 320), "depths": (2, 2, 6, 2), "num_heads": (0, 0, 6, 10)},
+    "fcaformer_l2": {"embed_dims": (96, 192, 320, 480), "depths": (2, 2, 7, 2), "num_heads": (0, 0, 10, 15)},
+    "fcaformer_l3": {"embed_dims": (96, 192, 320, 512), "depths": (3, 6, 12, 3), "num_heads": (0, 0, 10, 16)},
+    "fcaformer_l4": {"embed_dims": (128, 256, 512, 768), "depths": (3, 6, 12, 3), "num_heads": (0, 0, 16, 24)},
 }
 
 _PAPER = "Fcaformer: Forward Cross Attention in Hybrid Vision Transformer (arXiv 2211.07198)"

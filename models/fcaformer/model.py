@@ -51,7 +51,7 @@ def _drop_path(rate: float, ndim: int, rngs: nnx.Rngs) -> nnx.Dropout:
     return nnx.Dropout(rate, broadcast_dims=tuple(range(1, ndim)), rngs=rngs if rate > 0 else None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_bias_index(height: int, width: int) -> tuple[np.ndarray, int]:
     """(N x N table of offset ids, number of ids) for a height x width token grid.
 
@@ -111,7 +111,7 @@ class PatchEmbed(nnx.Module):
     """Stem: ConvBN 3x3/2 -> GELU -> ConvBN 3x3/2, to a quarter of the input resolution."""
 
     def __init__(self, in_chans: int, embed_dim: int, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.conv1 = ConvBN(in_chans, embed_dim // 2, 3, 2, 1, **kw)
         self.conv2 = ConvBN(embed_dim // 2, embed_dim, 3, 2, 1, **kw)
 
@@ -123,7 +123,7 @@ class PatchMerging(nnx.Module):
     """TinyViT-style downsampling: ConvBN 1x1 -> GELU -> depthwise ConvBN 3x3/2 -> GELU -> ConvBN 1x1."""
 
     def __init__(self, dim: int, out_dim: int, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.conv1 = ConvBN(dim, out_dim, 1, 1, 0, **kw)
         self.conv2 = ConvBN(out_dim, out_dim, 3, 2, 1, groups=out_dim, **kw)
         self.conv3 = ConvBN(out_dim, out_dim, 1, 1, 0, **kw)
@@ -147,7 +147,7 @@ class CxBlock(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.dwconv = nnx.Conv(
             dim, dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=dim, kernel_init=_weight_init,
             bias_init=_zeros, **kw
@@ -172,7 +172,7 @@ class Mlp(nnx.Module):
     """LayerNorm -> Linear -> GELU -> Linear. The inner norm is on top of the block's `norm2` (official: double LN)."""
 
     def __init__(self, dim: int, hidden: int, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.norm = nnx.LayerNorm(dim, epsilon=1e-5, **kw)
         self.fc1 = nnx.Linear(
             dim, hidden, kernel_init=_sharded(_weight_init, (None, "model")), bias_init=_sharded(_zeros, ("model",)),
@@ -213,7 +213,7 @@ class FcaBlock(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.dim = dim
         self.resolution = tuple(resolution)
         self.num_heads = num_heads
@@ -302,7 +302,7 @@ class ConvStage(nnx.Module):
         self, dim: int, out_dim: int, depth: int, drop_path: Sequence[float], *, layer_scale_init_value: float,
         dtype: Any, param_dtype: Any, rngs: nnx.Rngs
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.blocks = nnx.List(
             [CxBlock(dim, drop_path=drop_path[j], layer_scale_init_value=layer_scale_init_value, **kw)
              for j in range(depth)]
@@ -323,7 +323,7 @@ class FcaStage(nnx.Module):
         drop_path: Sequence[float], *, cab_max_d: int, mlp_ratio: float, layer_scale_init_value: float,
         attention_impl: str, dtype: Any, param_dtype: Any, rngs: nnx.Rngs
     ):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.resolution = tuple(resolution)
         self.cab_max_d = cab_max_d
         self.blocks = nnx.List([
@@ -392,7 +392,7 @@ class FcaFormer(nnx.Module):
         for dim, h in zip(embed_dims[2:], heads):
             if h <= 0 or dim % h:
                 raise ValueError(f"stage width {dim} must be a positive multiple of its head count {h}")
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.img_size = img_size
         self.num_classes = num_classes
         self.embed_dims = tuple(embed_dims)

@@ -65,7 +65,7 @@ def _golden_model(config, **overrides):
 
 
 def _tiny(**overrides):
-    config = dict(img_size=64, num_classes=5, embed_dims=(8, 8, 16, 16), depths=(1, 1, 3, 2), num_heads=(0, 0, 2, 2))
+    config = {"img_size": 64, "num_classes": 5, "embed_dims": (8, 8, 16, 16), "depths": (1, 1, 3, 2), "num_heads": (0, 0, 2, 2)}
     return zoo.create_model("fcaformer_l1", rngs=nnx.Rngs(params=0, dropout=1), **{**config, **overrides})
 
 
