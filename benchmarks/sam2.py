@@ -1,10 +1,11 @@
 """SAM2 image-encoder latency: ours (jax.jit, f32) vs the official PyPI `sam2` (torch, eager, f32) on one device.
 
     python benchmarks/sam2.py                       # tiny, 1024x1024, CPU
-    python benchmarks/sam2.py --variants t b+ --repeats 5
+    python benchmarks/sam2.py --variants t b+ --image-sizes 512 1024 --repeats 5
 
 Both sides run `forward_image` (Hiera trunk + FPN neck + the decoder's conv_s0/conv_s1) on one random
-1024x1024 image with random weights. Ours is timed after compilation (compile time is reported separately).
+1024x1024 image with random weights. Ours is timed after compilation (compile time is reported separately); runs
+of ours and the reference alternate, so load changes on a shared machine affect both alike.
 Writes benchmarks/results/sam2_<backend>.json and .md.
 """
 
@@ -23,12 +24,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-import zoo  # noqa: E402
+import zoo
 
 _CONFIGS = {"t": "sam2_hiera_t", "s": "sam2_hiera_s", "b+": "sam2_hiera_b+", "l": "sam2_hiera_l"}
 
@@ -42,7 +43,8 @@ def _time(fn, repeats: int) -> list[float]:
     return times
 
 
-def bench_ours(variant: str, image_size: int, repeats: int) -> dict:
+def build_ours(variant: str, image_size: int):
+    """A timed callable for our jitted forward_image, and its compile time."""
     model = zoo.create_model(_CONFIGS[variant], rngs=nnx.Rngs(0), image_size=image_size)
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda s, x: nnx.merge(graphdef, s).forward_image(x)["backbone_fpn"])
@@ -50,33 +52,53 @@ def bench_ours(variant: str, image_size: int, repeats: int) -> dict:
     start = time.perf_counter()
     compiled = forward.lower(state, x).compile()
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(state, x))  # warm-up
-    times = _time(lambda: jax.block_until_ready(compiled(state, x)), repeats)
-    return {"compile_s": compile_s, "times_s": times, "median_s": statistics.median(times)}
+    run = lambda: jax.block_until_ready(compiled(state, x))
+    run()  # warm-up
+    return run, compile_s
 
 
-def bench_reference(variant: str, image_size: int, repeats: int) -> dict | None:
+def build_reference(variant: str, image_size: int):
+    """A timed callable for the official model's forward_image (torch eager, inference mode), or None."""
     try:
         import torch
         from sam2.build_sam import build_sam2
     except ImportError as err:
         print(f"reference sam2/torch not installed ({err}); timing ours only", file=sys.stderr)
-        return None
-    name = {"t": "t", "s": "s", "b+": "b+", "l": "l"}[variant]
-    ref = build_sam2(f"configs/sam2/sam2_hiera_{name}.yaml", ckpt_path=None, device="cpu",
+        return None, {}
+    ref = build_sam2(f"configs/sam2/sam2_hiera_{variant}.yaml", ckpt_path=None, device="cpu",
                      hydra_overrides_extra=[f"++model.image_size={image_size}"]).eval()
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, image_size, image_size), np.float32))
-    with torch.inference_mode():
-        ref.forward_image(x)  # warm-up
-        times = _time(lambda: ref.forward_image(x), repeats)
-    return {"times_s": times, "median_s": statistics.median(times), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
+
+    def run():
+        with torch.inference_mode():
+            ref.forward_image(x)
+
+    run()  # warm-up
+    return run, {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def bench(variant: str, image_size: int, repeats: int, with_reference: bool) -> dict:
+    """Alternate ours and the reference run by run, so that load changes on a shared machine hit both alike."""
+    ours, compile_s = build_ours(variant, image_size)
+    ref, ref_info = build_reference(variant, image_size) if with_reference else (None, {})
+    ours_times, ref_times = [], []
+    for _ in range(repeats):
+        ours_times += _time(ours, 1)
+        if ref is not None:
+            ref_times += _time(ref, 1)
+    row = {"model": _CONFIGS[variant], "image_size": image_size,
+           "ours": {"compile_s": compile_s, "times_s": ours_times, "median_s": statistics.median(ours_times)},
+           "reference": None, "speedup": None}
+    if ref is not None:
+        row["reference"] = dict(ref_info, times_s=ref_times, median_s=statistics.median(ref_times))
+        row["speedup"] = row["reference"]["median_s"] / row["ours"]["median_s"]
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=["t"], choices=sorted(_CONFIGS))
-    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--image-sizes", type=int, nargs="+", default=[1024])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -85,13 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     device = jax.devices()[0]
     rows = []
     for variant in args.variants:
-        ours = bench_ours(variant, args.image_size, args.repeats)
-        ref = None if args.no_reference or device.platform != "cpu" else bench_reference(
-            variant, args.image_size, args.repeats)
-        row = {"model": _CONFIGS[variant], "image_size": args.image_size, "ours": ours, "reference": ref,
-               "speedup": (ref["median_s"] / ours["median_s"]) if ref else None}
-        rows.append(row)
-        print(json.dumps(row))
+        for image_size in args.image_sizes:
+            row = bench(variant, image_size, args.repeats,
+                        with_reference=not args.no_reference and device.platform == "cpu")
+            rows.append(row)
+            print(json.dumps(row))
     result = {
         "benchmark": "SAM2 forward_image latency (batch 1, f32)",
         "backend": device.platform, "device": str(device.device_kind), "jax": jax.__version__,

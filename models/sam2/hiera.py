@@ -100,7 +100,7 @@ class MultiScaleBlock(nnx.Module):
 
     def __init__(self, dim: int, dim_out: int, num_heads: int, *, q_stride: bool, window_size: int, mlp_ratio: float,
                  attention_impl: str, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.dim, self.dim_out = dim, dim_out
         self.window_size = window_size
         self.q_stride = q_stride
@@ -138,7 +138,7 @@ class Hiera(nnx.Module):
 
     def __init__(self, config: HieraConfig, *, attention_impl: str = "auto", dtype: Dtype = None,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.config = config
         self.dtype = dtype
         dim = config.embed_dim

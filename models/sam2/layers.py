@@ -8,6 +8,7 @@ independently of `jax.image.resize`'s conventions.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 
@@ -110,7 +111,7 @@ class MLP(nnx.Module):
     ):
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         self.layers = nnx.List(
-            [linear(a, b, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])]
+            [linear(a, b, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for a, b in itertools.pairwise(dims)]
         )
         self.activation = activation
         self.sigmoid_output = sigmoid_output
@@ -176,7 +177,7 @@ def bilinear_matrix(in_size: int, out_size: int, antialias: bool = False) -> np.
     else:
         for out_index in range(out_size):
             source = max(scale * (out_index + 0.5) - 0.5, 0.0)
-            lo = min(int(math.floor(source)), in_size - 1)
+            lo = min(math.floor(source), in_size - 1)
             hi = min(lo + 1, in_size - 1)
             frac = source - lo
             matrix[out_index, lo] += 1.0 - frac

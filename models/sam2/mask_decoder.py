@@ -22,7 +22,7 @@ class MaskDecoder(nnx.Module):
     def __init__(self, dim: int = 256, num_multimask_outputs: int = 3, *, dynamic_multimask_via_stability: bool = True,
                  stability_delta: float = 0.05, stability_thresh: float = 0.98, attention_impl: str = "auto",
                  dtype: Dtype = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         # The official `build_sam2(apply_postprocessing=True)` (the default) turns this on for inference.
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.stability_delta = stability_delta

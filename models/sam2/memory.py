@@ -21,7 +21,7 @@ class MemoryAttentionLayer(nnx.Module):
 
     def __init__(self, dim: int = 256, mem_dim: int = 64, ffn_dim: int = 2048, *, attention_impl: str,
                  dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.self_attn = RoPEAttention(dim, 1, attention_impl=attention_impl, **kw)
         self.cross_attn_image = RoPEAttention(dim, 1, kv_in_dim=mem_dim, rope_k_repeat=True,
                                               attention_impl=attention_impl, **kw)
@@ -45,7 +45,7 @@ class MemoryAttention(nnx.Module):
 
     def __init__(self, dim: int = 256, mem_dim: int = 64, num_layers: int = 4, *, attention_impl: str = "auto",
                  dtype: Dtype = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"attention_impl": attention_impl, "dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.layers = nnx.List([MemoryAttentionLayer(dim, mem_dim, **kw) for _ in range(num_layers)])
         self.norm = layer_norm(dim, eps=1e-5, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
@@ -62,7 +62,7 @@ class MaskDownSampler(nnx.Module):
     """4 x [Conv3x3 s2, LayerNorm2d, GELU] (1 -> 4 -> 16 -> 64 -> 256 channels), then a 1x1 conv."""
 
     def __init__(self, dim: int = 256, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         layers, channels = {}, 1
         for step in range(4):
             out = channels * 4
@@ -82,7 +82,7 @@ class CXBlock(nnx.Module):
     """ConvNeXt block: depthwise 7x7, LayerNorm, Linear x4, GELU, Linear, layer scale, residual."""
 
     def __init__(self, dim: int = 256, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.dwconv = conv(dim, dim, 7, padding=3, groups=dim, **kw)
         self.norm = layer_norm(dim, eps=1e-6, **kw)
         self.pwconv1 = linear(dim, 4 * dim, **kw)
@@ -113,7 +113,7 @@ class MemoryEncoder(nnx.Module):
 
     def __init__(self, dim: int = 256, out_dim: int = 64, *, dtype: Dtype = None, param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.mask_downsampler = MaskDownSampler(dim, **kw)
         self.pix_feat_proj = conv(dim, dim, 1, **kw)
         self.fuser = Fuser(dim, **kw)
@@ -125,6 +125,6 @@ class MemoryEncoder(nnx.Module):
             masks = jax.nn.sigmoid(masks)
         x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(masks.astype(pix_feat.dtype))
         x = self.out_proj(self.fuser(x))
-        batch, height, width, _ = x.shape
+        _batch, height, width, _ = x.shape
         pos = jnp.asarray(sine_position_encoding(height, width, self.out_dim), x.dtype)
         return x, jnp.broadcast_to(pos[None], x.shape)

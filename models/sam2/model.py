@@ -105,7 +105,7 @@ class SAM2(nnx.Module):
                 f"{config.trunk.window_spec[0]}x{config.trunk.window_spec[0]} window position embedding"
             )
         rngs = KeyStream(rngs.params())  # see KeyStream: linear-time abstract construction
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.config = config
         self.dtype = dtype
         hidden, mem = config.hidden_dim, config.mem_dim

@@ -56,7 +56,7 @@ class SAM2ImagePredictor:
         self.reset_predictor()
 
     @classmethod
-    def from_pretrained(cls, name: str, checkpoint: str, **overrides: Any) -> "SAM2ImagePredictor":
+    def from_pretrained(cls, name: str, checkpoint: str, **overrides: Any) -> SAM2ImagePredictor:
         """Build a registered SAM2 variant (e.g. "sam2.1_hiera_l") from a checkpoint file or orbax directory."""
         import zoo
 

@@ -51,7 +51,7 @@ class PromptEncoder(nnx.Module):
     def __init__(self, embed_dim: int = 256, image_embedding_size: tuple[int, int] = (64, 64),
                  input_image_size: tuple[int, int] = (1024, 1024), mask_in_chans: int = 16, *, dtype: Dtype = None,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.embed_dim = embed_dim
         self.image_embedding_size = tuple(image_embedding_size)
         self.input_image_size = tuple(input_image_size)

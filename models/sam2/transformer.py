@@ -22,7 +22,7 @@ class Attention(nnx.Module):
     def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1, kv_in_dim: int | None = None, *,
                  attention_impl: str = "auto", dtype: Dtype = None, param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         internal = dim // downsample_rate
         kv_in_dim = dim if kv_in_dim is None else kv_in_dim
         if internal % num_heads:
@@ -84,7 +84,7 @@ class RoPEAttention(Attention):
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         v = self._heads(self.v_proj(v))
-        side = int(round(q.shape[1] ** 0.5))
+        side = round(q.shape[1] ** 0.5)
         if side * side != q.shape[1]:
             raise ValueError(f"RoPEAttention expects a square query grid; got {q.shape[1]} tokens")
         angles = jnp.asarray(axial_rope_angles(q.shape[-1], side, side, self.rope_theta))
@@ -104,7 +104,7 @@ class TwoWayAttentionBlock(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int, skip_first_layer_pe: bool, *,
                  attention_impl: str, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         attn_kw = dict(attention_impl=attention_impl, **kw)
         self.self_attn = Attention(dim, num_heads, **attn_kw)
         self.norm1 = layer_norm(dim, eps=1e-5, **kw)
@@ -137,7 +137,7 @@ class TwoWayTransformer(nnx.Module):
     def __init__(self, depth: int = 2, dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048,
                  downsample_rate: int = 2, *, attention_impl: str = "auto", dtype: Dtype = None,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.layers = nnx.List([
             TwoWayAttentionBlock(dim, num_heads, mlp_dim, downsample_rate, index == 0, attention_impl=attention_impl,
                                  **kw)

@@ -203,7 +203,7 @@ class SAM2VideoTracker:
                 entries.append((t_pos, previous))
         memory, memory_pos = [], []
         for t_pos, entry in entries:
-            batch, height, width, channels = entry.maskmem_features.shape
+            batch, _height, _width, channels = entry.maskmem_features.shape
             memory.append(entry.maskmem_features.reshape(batch, -1, channels))
             pos = entry.maskmem_pos_enc.reshape(batch, -1, channels) + tpos[num_maskmem - t_pos - 1].reshape(1, 1, -1)
             memory_pos.append(pos)
