@@ -27,10 +27,27 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _compiler_params(cfg: CompositeConfig):
+def _target(cfg: CompositeConfig) -> str | None:
     if cfg.interpret:
         return None
-    backend = cfg.pallas_backend or {"gpu": "triton", "tpu": "mosaic_tpu"}.get(jax.default_backend())
+    return cfg.pallas_backend or {"gpu": "triton", "tpu": "mosaic_tpu"}.get(jax.default_backend())
+
+
+def _scalar_store_spec(shape, cfg: CompositeConfig) -> pl.BlockSpec:
+    """Whole-array block for the per-slot gradients, which are written one scalar at a time.
+
+    Mosaic TPU cannot store scalars to VMEM, so there the array lives in SMEM (small: about 1 MiB per core, which
+    bounds the slot count of a TPU call; a chunk-vectorised TPU backward is future work).
+    """
+    if _target(cfg) == "mosaic_tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pl.BlockSpec(memory_space=pltpu.SMEM)
+    return pl.BlockSpec(shape, lambda t: (0,) * len(shape))
+
+
+def _compiler_params(cfg: CompositeConfig):
+    backend = _target(cfg)
     if backend == "triton":
         from jax.experimental.pallas import triton as pltriton
 
@@ -98,7 +115,7 @@ def _forward_kernel(starts_ref, counts_ref, attrs_ref, acc_ref, t_ref, *, cfg: C
     _, transmittance, _, acc = jax.lax.while_loop(cond, body, init)
     for v in range(num_values):
         acc_ref[0, v, :] = acc[v]
-    t_ref[0, :] = transmittance
+    t_ref[0, 0, :] = transmittance
 
 
 def _backward_kernel(
@@ -112,8 +129,8 @@ def _backward_kernel(
     pixels = cfg.pixels_per_tile
     g = [g_values_ref[0, v, :] for v in range(num_values)]
     g_total = sum(g[v] * acc_ref[0, v, :] for v in range(num_values))
-    t_final = t_final_ref[0, :]
-    g_transmittance = sum(g[v] * bg_ref[v] for v in range(num_values)) - g_alpha_ref[0, :]
+    t_final = t_final_ref[0, 0, :]
+    g_transmittance = sum(g[v] * bg_ref[v] for v in range(num_values)) - g_alpha_ref[0, 0, :]
     tail = g_transmittance * t_final
 
     def cond(state):
@@ -170,17 +187,17 @@ def forward_pallas(attrs_padded, chunk_starts, tile_counts, cfg: CompositeConfig
         in_specs=[full(chunk_starts.shape), full(tile_counts.shape), full(attrs_t.shape)],
         out_specs=[
             pl.BlockSpec((1, padded_values, pixels), lambda t: (t, 0, 0)),
-            pl.BlockSpec((1, pixels), lambda t: (t, 0)),
+            pl.BlockSpec((1, 1, pixels), lambda t: (t, 0, 0)),
         ],
         out_shape=[
             jax.ShapeDtypeStruct((tiles, padded_values, pixels), dtype),
-            jax.ShapeDtypeStruct((tiles, pixels), dtype),
+            jax.ShapeDtypeStruct((tiles, 1, pixels), dtype),
         ],
         interpret=cfg.interpret,
         compiler_params=_compiler_params(cfg),
         name="gaussian_composite_fwd",
     )(chunk_starts, tile_counts, attrs_t)
-    return jnp.swapaxes(acc, 1, 2)[..., :num_values], transmittance
+    return jnp.swapaxes(acc, 1, 2)[..., :num_values], transmittance[:, 0]
 
 
 def backward_pallas(attrs_padded, chunk_starts, tile_counts, background, acc, t_final, g_values, g_alpha, cfg):
@@ -194,7 +211,7 @@ def backward_pallas(attrs_padded, chunk_starts, tile_counts, background, acc, t_
     zeros = jnp.zeros(attrs_t.shape, dtype)
     full = lambda shape: pl.BlockSpec(shape, lambda t: (0,) * len(shape))
     per_tile_values = pl.BlockSpec((1, padded_values, pixels), lambda t: (t, 0, 0))
-    per_tile = pl.BlockSpec((1, pixels), lambda t: (t, 0))
+    per_tile = pl.BlockSpec((1, 1, pixels), lambda t: (t, 0, 0))
     grads_t = pl.pallas_call(
         functools.partial(_backward_kernel, cfg=cfg, num_values=padded_values),
         grid=(tiles,),
@@ -207,13 +224,23 @@ def backward_pallas(attrs_padded, chunk_starts, tile_counts, background, acc, t_
             per_tile,
             per_tile_values,
             per_tile,
-            full(zeros.shape),
+            _scalar_store_spec(zeros.shape, cfg),
         ],
-        out_specs=full(attrs_t.shape),
+        out_specs=_scalar_store_spec(attrs_t.shape, cfg),
         out_shape=jax.ShapeDtypeStruct(attrs_t.shape, dtype),
         input_output_aliases={8: 0},
         interpret=cfg.interpret,
         compiler_params=_compiler_params(cfg),
         name="gaussian_composite_bwd",
-    )(chunk_starts, tile_counts, attrs_t, bg, as_tiles(acc), t_final, as_tiles(g_values), g_alpha, zeros)
+    )(
+        chunk_starts,
+        tile_counts,
+        attrs_t,
+        bg,
+        as_tiles(acc),
+        t_final[:, None],
+        as_tiles(g_values),
+        g_alpha[:, None],
+        zeros,
+    )
     return grads_t.T[:, : NUM_GEOMETRY + num_values]
