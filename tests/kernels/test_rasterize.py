@@ -28,7 +28,7 @@ from kernels.rasterize.projection import tile_rect
 from kernels.rasterize.sh import eval_sh
 
 sys.path.insert(0, os.path.dirname(__file__))
-from rasterize_helpers import (
+from test_rasterize_reference import (
     dense_composite_jnp,
     intrinsics,
     look_at,
@@ -182,7 +182,7 @@ _FD_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     sys.path.insert(0, {helpers!r})
-    from rasterize_helpers import random_scene, look_at, intrinsics
+    from test_rasterize_reference import random_scene, look_at, intrinsics
     from kernels.rasterize import rasterize
     n, W, H = 25, 32, 32
     means, quats, scales, opacities, feats = (np.asarray(a, np.float64) for a in random_scene(n, seed=5, scale=0.15))

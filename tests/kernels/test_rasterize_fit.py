@@ -18,7 +18,7 @@ import optax
 from kernels.rasterize import check_overflow, rasterize
 
 sys.path.insert(0, os.path.dirname(__file__))
-from rasterize_helpers import intrinsics, look_at
+from test_rasterize_reference import intrinsics, look_at
 
 SIZE = 64
 TEXTURE = 64

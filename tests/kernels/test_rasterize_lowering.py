@@ -17,7 +17,7 @@ import pytest
 from kernels.rasterize import rasterize
 
 sys.path.insert(0, os.path.dirname(__file__))
-from rasterize_helpers import intrinsics, look_at, random_scene
+from test_rasterize_reference import intrinsics, look_at, random_scene
 
 
 def test_pallas_kernels_lower_to_triton():

@@ -15,7 +15,7 @@ import pytest
 from kernels.rasterize import bin_gaussians, eval_sh, get_convention, project_gaussians
 
 sys.path.insert(0, os.path.dirname(__file__))
-from rasterize_helpers import intrinsics, look_at, random_scene
+from test_rasterize_reference import intrinsics, look_at, random_scene
 
 if os.environ.get("CI"):
     import torch

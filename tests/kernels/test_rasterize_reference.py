@@ -1,4 +1,8 @@
-"""Shared scene builders and a naive per-pixel reference compositor for the rasterizer tests."""
+"""Naive reference compositors and scene builders shared by the rasterizer tests, plus checks of the references.
+
+`naive_composite` (numpy, float64, per-Gaussian loop over all pixels) is the forward oracle; `dense_composite_jnp`
+(the same loop as a `lax.scan`) is the gradient oracle through autodiff.
+"""
 
 from __future__ import annotations
 
@@ -129,3 +133,23 @@ def dense_composite_jnp(
     (transmittance, _, acc), _ = jax.lax.scan(step, init, order)
     out = acc + transmittance[:, None] * background
     return out.reshape(height, width, -1), (1 - transmittance).reshape(height, width)
+
+
+def test_naive_reference_single_gaussian():
+    """One Gaussian: the centre pixel gets alpha = min(alpha_max, opacity) and colour = alpha * c + (1 - alpha) * bg;
+    a second, farther Gaussian behind an opaque one is blocked by the transmittance stop."""
+    means2d = np.array([[8.5, 8.5], [8.5, 8.5]])
+    conics = np.array([[0.5, 0.0, 0.5], [0.5, 0.0, 0.5]])
+    radii = np.array([[5, 5], [5, 5]])
+    values = np.array([[1.0, 0.0], [0.0, 1.0]])
+    image, alpha = naive_composite(means2d, conics, np.array([0.6, 1.0]), values, np.array([1.0, 2.0]), radii, 16, 16,
+                                   np.array([0.2, 0.2]), alpha_max=0.99)  # fmt: skip
+    a1 = 0.6
+    a2 = 0.99
+    np.testing.assert_allclose(alpha[8, 8], 1 - (1 - a1) * (1 - a2))
+    np.testing.assert_allclose(image[8, 8], [a1 + (1 - a1) * (1 - a2) * 0.2, (1 - a1) * a2 + (1 - a1) * (1 - a2) * 0.2])
+    for alpha_max, expected in ((0.999, [0.999, 0.0]), (0.99999, [0.0, 0.0])):
+        # 0.999: the second Gaussian would bring T to 1e-6 < 1e-4, so it is not added; 0.99999: not even the first.
+        blocked, _ = naive_composite(means2d, conics, np.array([1.0, 1.0]), values, np.array([1.0, 2.0]), radii, 16,
+                                     16, np.array([0.0, 0.0]), alpha_max=alpha_max)  # fmt: skip
+        np.testing.assert_allclose(blocked[8, 8], expected, atol=1e-12)
