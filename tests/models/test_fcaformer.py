@@ -101,6 +101,15 @@ def test_parity_with_official_golden(golden):
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
+def test_parity_through_pallas_attention(golden):
+    # The Pallas flash-attention kernel (interpret mode on CPU) with the concatenated relative + cross-token bias.
+    config, images, expected = golden
+    model = zoo.create_model("fcaformer_l1", pretrained=STATE_PATH, attention_impl="pallas", **config)
+    logits = np.asarray(jax.jit(lambda m, x: m(x))(model, jnp.asarray(images)))
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+
+
 def test_use_ema_selects_model_ema(golden, state_dict):
     config, images, expected = golden
     perturbed = {k: (v + 0.5 if v.dtype.kind == "f" else v) for k, v in state_dict.items()}
