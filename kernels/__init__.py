@@ -4,5 +4,6 @@
 """
 
 from kernels.attention import attention
+from kernels.rasterize import RasterOutput, check_overflow, rasterize
 
-__all__ = ["attention"]
+__all__ = ["RasterOutput", "attention", "check_overflow", "rasterize"]
