@@ -69,6 +69,27 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
+# Above this many logits per (batch, head), the XLA path attends in query chunks (see `_attention`).
+_XLA_CHUNK_LOGITS = 1 << 22
+_XLA_QUERY_CHUNK = 512
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, impl: str) -> jax.Array:
+    """`kernels.attention`, in query chunks when it runs the materialising XLA path on a long sequence.
+
+    The XLA path holds the whole [B, H, Nq, Nk] f32 logits (256 MB per global Hiera block at 1024^2, 4096 tokens)
+    and makes several passes over them; on CPU, chunks of 512 queries stay in cache and take about half the time.
+    Softmax is per query row, so chunking does not change the result. Flash (Pallas) paths get the whole sequence.
+    """
+    uses_xla = impl == "xla" or (impl == "auto" and jax.default_backend() not in ("gpu", "tpu"))
+    num_queries = q.shape[1]
+    if not uses_xla or num_queries * k.shape[1] <= _XLA_CHUNK_LOGITS or num_queries <= _XLA_QUERY_CHUNK:
+        return kernels.attention(q, k, v, impl=impl)
+    chunks = [kernels.attention(q[:, start: start + _XLA_QUERY_CHUNK], k, v, impl=impl)
+              for start in range(0, num_queries, _XLA_QUERY_CHUNK)]
+    return jnp.concatenate(chunks, axis=1)
+
+
 class MultiScaleAttention(nnx.Module):
     """Attention inside one window (or the whole map), optionally max-pooling the queries by 2x2."""
 
@@ -91,7 +112,7 @@ class MultiScaleAttention(nnx.Module):
         q = q.reshape(batch, height * width, self.num_heads, -1)
         k = k.reshape(batch, -1, self.num_heads, k.shape[-1])
         v = v.reshape(batch, -1, self.num_heads, v.shape[-1])
-        out = kernels.attention(q, k, v, impl=self.attention_impl)
+        out = _attention(q, k, v, self.attention_impl)
         return self.proj(out.reshape(batch, height, width, -1))
 
 

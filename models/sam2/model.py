@@ -215,13 +215,18 @@ class SAM2(nnx.Module):
                           multimask_output: bool = False) -> dict[str, jax.Array]:
         """SAM heads as used for tracking: masks gated by the object score, best mask and the object pointer.
 
-        backbone_features [B, h, w, 256] (memory-conditioned); mask_inputs [B, 1, 4h, 4w] logits. Returns
+        backbone_features [B, h, w, 256] (memory-conditioned); mask_inputs [B, 1, H, W] (other sizes than 4h x 4w
+        are resized like the official code). Returns
         low/high-res multimasks, ious, best low/high-res masks, obj_ptr [B, 256] and object_score_logits [B, 1].
         """
         batch = backbone_features.shape[0]
         if point_coords is None:
             point_coords = jnp.zeros((batch, 1, 2), jnp.float32)
             point_labels = -jnp.ones((batch, 1), jnp.int32)
+        if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != self.sam_prompt_encoder.mask_input_size:
+            # The official code downsamples other mask sizes with antialiased bilinear interpolation.
+            mask_inputs = resize_hw(mask_inputs.astype(jnp.float32), self.sam_prompt_encoder.mask_input_size,
+                                    lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
         sparse, dense = self.sam_prompt_encoder((point_coords, point_labels), None, mask_inputs)
         masks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder(
             backbone_features, self.sam_prompt_encoder.dense_pe(), sparse, dense, tuple(high_res_features),
