@@ -232,6 +232,20 @@ def test_predictor_errors(small):
         SAM2ImagePredictor(small["model"]).predict(**POINT)
 
 
+def test_bfloat16_forward(small):
+    """bf16 compute, f32 params, a batch of 2 at a tiny image size: runs, finite, outputs in f32.
+
+    Loaded from the checkpoint (eager random init of a whole SAM2 compiles one XLA program per parameter shape).
+    """
+    model = zoo.create_model("sam2_hiera_t", pretrained=small["path"], image_size=128, dtype=jnp.bfloat16)
+    images = jnp.asarray(np.random.default_rng(0).standard_normal((2, 128, 128, 3), np.float32))
+    out = jax.jit(lambda m, x: m(x, point_coords=jnp.asarray([[[100.0, 50.0]], [[20.0, 30.0]]]),
+                                 point_labels=jnp.ones((2, 1), jnp.int32)))(model, images)
+    assert out["low_res_masks"].shape == (2, 3, 32, 32) and out["iou_scores"].shape == (2, 3)
+    assert all(v.dtype == jnp.float32 and bool(jnp.isfinite(v).all()) for v in out.values())
+    assert model.image_encoder.trunk.blocks[0].attn.qkv.kernel.dtype == jnp.float32
+
+
 def test_checkpoint_version_errors(small, tmp_path):
     torch = require("torch")
     state = torch.load(small["path"], weights_only=True)["model"]
