@@ -149,7 +149,9 @@ class Trainer:
             params_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
             def loss_fn(params, rest, micro):
-                local_model = nnx.merge(params_graphdef, params, rest)
+                # copy=True: fresh Variables at this (grad) trace level, so that train-mode state updates
+                # (BatchNorm statistics, RNG counts) can be written; reusing the outer ones raises TraceContextError.
+                local_model = nnx.merge(params_graphdef, params, rest, copy=True)
                 loss, metrics = task.loss(local_model, micro)
                 _, _, new_rest = nnx.split(local_model, nnx.Param, ...)
                 return loss, (dict(metrics, loss=loss), new_rest)
