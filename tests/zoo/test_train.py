@@ -180,6 +180,21 @@ def test_data_parallel_and_fsdp_match_one_device(tmp_path, mesh, one_device_para
     assert _relative_difference(one_device_params, sharded) <= 1e-5
 
 
+def test_bf16_compute_keeps_f32_params_and_trains(tmp_path):
+    from flax import nnx
+
+    from zoo.train.trainer import Trainer
+
+    config = _tiny_config(num_train_steps=3, log_every=1, dtype="bfloat16", mesh={"data": 1, "fsdp": 1, "model": 1})
+    trainer = Trainer(config, str(tmp_path), devices=jax.devices()[:1])
+    trainer.run()
+    params = nnx.to_pure_dict(nnx.filter_state(trainer.to_state(trainer.state)[0], nnx.Param))
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype("float32")}
+    losses = [r["train/loss"] for r in read_metrics(str(tmp_path)) if "train/loss" in r]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tb"))
+
+
 def test_gradient_accumulation_matches_full_batch(tmp_path):
     steps = {"num_train_steps": 2, "log_every": 1, "mesh": {"data": 1, "fsdp": 1, "model": 1}}
     full = _params_after(_tiny_config(**steps), tmp_path / "full", jax.devices()[:1])
