@@ -31,11 +31,12 @@ class MemoryAttentionLayer(nnx.Module):
         self.norm2 = layer_norm(dim, eps=1e-5, **kw)
         self.norm3 = layer_norm(dim, eps=1e-5, **kw)
 
-    def __call__(self, tgt, memory, memory_pos, num_k_exclude_rope: int = 0):
+    def __call__(self, tgt, memory, memory_pos, num_k_exclude_rope: int = 0, memory_mask=None):
         x = self.norm1(tgt)
         tgt = tgt + self.self_attn(x, x, x)
         x = self.norm2(tgt)
-        tgt = tgt + self.cross_attn_image(x, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope)
+        tgt = tgt + self.cross_attn_image(x, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope,
+                                             key_mask=memory_mask)
         x = self.norm3(tgt)
         return tgt + self.linear2(jax.nn.relu(self.linear1(x)))
 
@@ -50,11 +51,14 @@ class MemoryAttention(nnx.Module):
         self.norm = layer_norm(dim, eps=1e-5, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, curr: jax.Array, memory: jax.Array, curr_pos: jax.Array, memory_pos: jax.Array,
-                 num_obj_ptr_tokens: int = 0) -> jax.Array:
-        """curr, curr_pos: [B, HW, 256]; memory, memory_pos: [B, M, 64] (the last `num_obj_ptr_tokens` are pointers)."""
+                 num_obj_ptr_tokens: int = 0, memory_mask: jax.Array | None = None) -> jax.Array:
+        """curr, curr_pos: [B, HW, 256]; memory, memory_pos: [B, M, 64] (the last `num_obj_ptr_tokens` are pointers).
+
+        memory_mask [B, M] bool marks the memory tokens that exist (a fixed-size bank with empty slots); None = all.
+        """
         x = curr + 0.1 * curr_pos
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens)
+            x = layer(x, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens, memory_mask=memory_mask)
         return self.norm(x)
 
 

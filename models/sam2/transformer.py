@@ -37,9 +37,13 @@ class Attention(nnx.Module):
     def _heads(self, x: jax.Array) -> jax.Array:
         return x.reshape(*x.shape[:-1], self.num_heads, x.shape[-1] // self.num_heads)
 
-    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-        """Attention on already-projected [B, N, heads, head_dim] tensors, then the output projection."""
-        out = kernels.attention(q, k, v, impl=self.attention_impl)
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """Attention on already-projected [B, N, heads, head_dim] tensors, then the output projection.
+
+        key_mask [B, N_k] bool (True = may attend) hides empty memory slots of the fixed-size video memory bank.
+        """
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = kernels.attention(q, k, v, mask=mask, impl=self.attention_impl)
         return self.out_proj(out.reshape(*out.shape[:-2], -1))
 
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
@@ -80,7 +84,8 @@ class RoPEAttention(Attention):
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
 
-    def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, num_k_exclude_rope: int = 0) -> jax.Array:
+    def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, num_k_exclude_rope: int = 0,
+                 key_mask: jax.Array | None = None) -> jax.Array:
         q = self._heads(self.q_proj(q))
         k = self._heads(self.k_proj(k))
         v = self._heads(self.v_proj(v))
@@ -96,7 +101,7 @@ class RoPEAttention(Attention):
             repeats = num_rope // q.shape[1]
             k_rope = apply_rope(k[:, :num_rope], jnp.tile(angles, (repeats, 1)))
             k = jnp.concatenate([k_rope, k[:, num_rope:]], axis=1)
-        return self.attend(q, k, v)
+        return self.attend(q, k, v, key_mask)
 
 
 class TwoWayAttentionBlock(nnx.Module):

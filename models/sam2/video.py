@@ -1,21 +1,30 @@
-"""Streaming video object tracking with SAM2 (one object), following the official `SAM2VideoPredictor`.
+"""Streaming video segmentation with SAM2: several objects, a fixed-size memory bank, prompts on any frame.
 
-    tracker = SAM2VideoTracker(model)
-    logits = tracker.add_points(0, frame0, points=[[210, 350]], labels=[1])     # (1, H, W) mask logits
+    predictor = SAM2VideoPredictor(model)
+    predictor.add_points(0, frame0, obj_id=1, points=[[210, 350]], labels=[1])   # (H, W) mask logits of object 1
+    predictor.add_points(0, frame0, obj_id=2, box=[300, 100, 420, 380])
     for index, frame in enumerate(frames[1:], start=1):
-        logits = tracker.track(index, frame)                                    # (1, H, W)
+        logits = predictor.track(index, frame)          # (num_objects, H, W), rows in predictor.obj_ids order
+        # a correction click on the frame just tracked refines it from the memories and makes it a prompted frame:
+        # predictor.add_points(index, frame, obj_id=2, points=[[...]], labels=[0])
 
-Frames arrive one at a time (webcam / RTSP / a loader): nothing is preloaded, and the memory bank keeps only what
-the model can attend to (the conditioning frames, the last `num_maskmem - 1` tracked frames' memories and the last
-15 object pointers), so memory stays bounded on long videos. Inference follows `SAM2VideoPredictor` with the
-official build overrides: 1-click prompts use the multimask output, tracked frames use multimask + best IoU,
-prompted frames' masks are binarised for the memory encoder, memories are stored in bfloat16.
-For several objects, use one tracker per object (the official predictor also tracks them independently).
+Frames arrive one at a time (webcam / RTSP / a loader); nothing is preloaded. Inference follows the official
+`SAM2VideoPredictor` (`build_sam2_video_predictor` overrides): 1-click prompts use the multimask output, tracked
+frames use multimask + best IoU, prompted frames' memories come from binarised masks, memories are stored in
+bfloat16, SAM 2.1 object pointers get signed, projected temporal encodings. Objects are tracked independently and
+batched through one call per frame (the image is encoded once per frame for all objects).
+
+The memory bank has a fixed size so the tracking step compiles once and device memory stays flat on long streams:
+per object, `max_cond_frames` slots for prompted frames (the most recent ones are kept, as the official
+`max_cond_frames_in_attn` keeps the closest), a ring of `num_maskmem - 1` slots for the last tracked frames' memories
+(slot = frame % size) and a ring of `max_obj_ptrs - 1` object pointers. Each slot records its frame index; inside
+the jitted step the slots outside the model's temporal window (or never written) are hidden from memory attention
+with a key mask, which gives the same result as the official variable-length memory. Adding an object grows the
+leading (object) axis of the bank: the step compiles once per number of objects.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -25,101 +34,207 @@ from flax import nnx
 
 from models.sam2.layers import bilinear_matrix, resize_hw
 from models.sam2.model import SAM2
+from models.sam2.neck import sine_position_encoding
 from models.sam2.predictor import preprocess
 
 
-@dataclasses.dataclass
-class _FrameMemory:
-    """What a processed frame leaves for later frames."""
-
-    pred_masks: jax.Array  # [1, 1, 4h, 4w] low-res logits
-    obj_ptr: jax.Array  # [1, 256]
-    object_score_logits: jax.Array  # [1, 1]
-    maskmem_features: jax.Array | None = None  # [1, h, w, 64], rounded to bfloat16 like the official storage
-    maskmem_pos_enc: jax.Array | None = None  # [1, h, w, 64]
-    vision_feature: jax.Array | None = None  # [1, h, w, 256], kept until the memory is encoded
-    point_inputs: tuple[np.ndarray, np.ndarray] | None = None
-
-
 def _sine_1d(positions: jax.Array, dim: int, temperature: float = 10000.0) -> jax.Array:
-    """`get_1d_sine_pe`: [N] -> [N, dim] (sin half, then cos half)."""
+    """`get_1d_sine_pe`: [...] -> [..., dim] (sin half, then cos half)."""
     half = dim // 2
     dim_t = jnp.arange(half, dtype=jnp.float32)
     dim_t = temperature ** (2 * (dim_t // 2) / half)
-    angles = positions[:, None] / dim_t
+    angles = positions[..., None] / dim_t
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-class SAM2VideoTracker:
-    """Tracks one object through a stream of frames (uint8 RGB, all the same size)."""
+# Host-side slot metadata (frame index and validity per slot); the big arrays live in `SAM2VideoPredictor.bank`.
+_META = ("cond_frame", "cond_valid", "mem_frame", "mem_valid", "ptr_frame", "ptr_valid")
 
-    def __init__(self, model: SAM2, *, num_frames: int | None = None, max_obj_ptrs: int = 16):
-        """`num_frames` (if the video length is known) caps the object-pointer window like the official predictor."""
+
+class SAM2VideoPredictor:
+    """Tracks several objects through a stream of frames (uint8 RGB, all of one size) with a bounded memory bank."""
+
+    def __init__(self, model: SAM2, *, num_frames: int | None = None, max_obj_ptrs: int = 16,
+                 max_cond_frames: int = 3):
+        """`num_frames` (if the video length is known) caps the object-pointer window like the official predictor;
+        `max_cond_frames` is the number of prompted frames each object keeps in memory (the most recent ones)."""
         if not isinstance(model, SAM2):
-            raise TypeError(f"SAM2VideoTracker needs a models.sam2.SAM2 model; got {type(model).__name__}")
+            raise TypeError(f"SAM2VideoPredictor needs a models.sam2.SAM2 model; got {type(model).__name__}")
+        if max_cond_frames < 1:
+            raise ValueError(f"max_cond_frames must be >= 1; got {max_cond_frames}")
         self.model = model
         self.config = model.config
-        self.num_frames = num_frames
-        self.max_obj_ptrs = min(num_frames, max_obj_ptrs) if num_frames else max_obj_ptrs
-        self._graphdef, self._state = nnx.split(model)
+        self.max_obj_ptrs = max(min(num_frames, max_obj_ptrs) if num_frames else max_obj_ptrs, 1)
+        self.num_cond_slots = max_cond_frames
+        self.num_mem_slots = self.config.num_maskmem - 1
+        self.num_ptr_slots = max(max_obj_ptrs - 1, 1)
+        self._graphdef, self._params = nnx.split(model)
+        side = self.config.embedding_size
+        self._tokens = side * side
+        self._mem_pos = jnp.asarray(sine_position_encoding(side, side, self.config.mem_dim)).reshape(1, -1,
+                                                                                                  self.config.mem_dim)
         self._features = jax.jit(self._features_fn)
-        self._heads = jax.jit(self._heads_fn, static_argnames=("multimask_output", "num_obj_ptr_tokens",
-                                                               "with_memory"))
-        self._memory = jax.jit(self._memory_fn, static_argnames=("binarize",))
-        self._to_video = jax.jit(lambda m, hw: resize_hw(m, hw, bilinear_matrix, axes=(2, 3)), static_argnums=1)
+        self._track_step = jax.jit(self._track_fn, donate_argnums=(3,))
+        self._prompt_step = jax.jit(self._prompt_fn, donate_argnums=(3,),
+                                    static_argnames=("with_memory", "multimask_output"))
+        self._to_video = jax.jit(lambda m, hw: resize_hw(m, hw, bilinear_matrix, axes=(1, 2)), static_argnums=1)
         self.reset()
 
     def reset(self) -> None:
-        """Forget every frame and prompt."""
-        self.cond_frames: dict[int, _FrameMemory] = {}
-        self.non_cond_frames: dict[int, _FrameMemory] = {}
+        """Forget every object, frame and prompt."""
+        self.obj_ids: list[Any] = []
+        self.bank: dict[str, jax.Array] | None = None
+        self.meta: dict[str, np.ndarray] = {}
         self.video_hw: tuple[int, int] | None = None
+        self._cached: tuple[int, Any] | None = None  # (frame index, features) of the latest frame
+
+    # -- bank layout --------------------------------------------------------------------------------------------------
+
+    def _empty_bank(self, count: int) -> dict[str, jax.Array]:
+        cfg, low = self.config, self.config.image_size // 4
+        c, s, p, t = self.num_cond_slots, self.num_mem_slots, self.num_ptr_slots, self._tokens
+        return {
+            "cond_mem": jnp.zeros((count, c, t, cfg.mem_dim), jnp.bfloat16),
+            "cond_ptr": jnp.zeros((count, c, cfg.hidden_dim), jnp.float32),
+            "cond_masks": jnp.zeros((count, c, low, low), jnp.float32),
+            "mem": jnp.zeros((count, s, t, cfg.mem_dim), jnp.bfloat16),
+            "ptr": jnp.zeros((count, p, cfg.hidden_dim), jnp.float32),
+            "last_masks": jnp.zeros((count, low, low), jnp.float32),
+        }
+
+    def _empty_meta(self, count: int) -> dict[str, np.ndarray]:
+        c, s, p = self.num_cond_slots, self.num_mem_slots, self.num_ptr_slots
+        return {
+            "cond_frame": np.zeros((count, c), np.int32), "cond_valid": np.zeros((count, c), bool),
+            "mem_frame": np.zeros((count, s), np.int32), "mem_valid": np.zeros((count, s), bool),
+            "ptr_frame": np.zeros((count, p), np.int32), "ptr_valid": np.zeros((count, p), bool),
+            "last_frame": np.full((count,), -1, np.int64),
+        }
+
+    def _add_object(self, obj_id: Any) -> int:
+        self.obj_ids.append(obj_id)
+        new_bank, new_meta = self._empty_bank(1), self._empty_meta(1)
+        if self.bank is None:
+            self.bank, self.meta = new_bank, new_meta
+        else:
+            self.bank = {k: jnp.concatenate([v, new_bank[k]]) for k, v in self.bank.items()}
+            self.meta = {k: np.concatenate([v, new_meta[k]]) for k, v in self.meta.items()}
+        return len(self.obj_ids) - 1
 
     # -- jitted pieces ------------------------------------------------------------------------------------------------
 
-    def _features_fn(self, state, images):
-        out = nnx.merge(self._graphdef, state).forward_image(images)
+    def _features_fn(self, params, images):
+        out = nnx.merge(self._graphdef, params).forward_image(images)
         return out["backbone_fpn"], out["vision_pos_enc"][-1]
 
-    def _heads_fn(self, state, fpn, pos, memory, memory_pos, coords, labels, mask_inputs, *, multimask_output,
-                  num_obj_ptr_tokens, with_memory):
-        model = nnx.merge(self._graphdef, state)
-        feature = fpn[2]
-        batch, height, width, channels = feature.shape
-        if with_memory:
-            curr = feature.reshape(batch, height * width, channels)
-            curr_pos = pos.reshape(batch, height * width, channels)
-            conditioned = model.memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
-            pix_feat = conditioned.reshape(batch, height, width, channels)
-        else:  # an initial conditioning frame: `directly_add_no_mem_embed`
-            pix_feat = feature + model.no_mem_embed[...].astype(feature.dtype)
-        return model.forward_sam_heads(pix_feat, coords, labels, mask_inputs, (fpn[0], fpn[1]), multimask_output)
+    def _gather(self, model, bank, meta, frame_idx):
+        """Memory tokens, positions and key mask for every object (`_prepare_memory_conditioned_features`)."""
+        cfg = self.config
+        num_maskmem, mem_dim, hidden = cfg.num_maskmem, cfg.mem_dim, cfg.hidden_dim
+        tpos = model.maskmem_tpos_enc[...].reshape(num_maskmem, 1, mem_dim)
+        count, c, tokens = bank["cond_mem"].shape[:3]
+        s = bank["mem"].shape[1]
+        # Spatial memories: prompted frames (t_pos 0) and tracked frames 1 .. num_maskmem - 1 frames back.
+        cond_pos = self._mem_pos + tpos[num_maskmem - 1]
+        diff = frame_idx - meta["mem_frame"]
+        mem_ok = meta["mem_valid"] & (diff >= 1) & (diff <= num_maskmem - 1)
+        mem_pos = self._mem_pos[None] + tpos[jnp.clip(diff - 1, 0, num_maskmem - 1)]  # [B, S, tokens, 64]
+        memory = [bank["cond_mem"].reshape(count, c * tokens, mem_dim), bank["mem"].reshape(count, s * tokens, mem_dim)]
+        memory_pos = [jnp.tile(cond_pos, (count, c, 1)),
+                      mem_pos.reshape(count, s * tokens, mem_dim)]
+        masks = [jnp.repeat(meta["cond_valid"], tokens, axis=1), jnp.repeat(mem_ok, tokens, axis=1)]
+        # Object pointers: prompted frames up to now, then tracked frames up to max_obj_ptrs - 1 back.
+        ptrs = jnp.concatenate([bank["cond_ptr"], bank["ptr"]], axis=1)  # [B, C + P, 256]
+        cond_offset = frame_idx - meta["cond_frame"]
+        ptr_diff = frame_idx - meta["ptr_frame"]
+        ptr_ok = jnp.concatenate([meta["cond_valid"] & (cond_offset >= 0),
+                                  meta["ptr_valid"] & (ptr_diff >= 1) & (ptr_diff <= self.max_obj_ptrs - 1)], axis=1)
+        offsets = jnp.concatenate([cond_offset, ptr_diff], axis=1).astype(jnp.float32)
+        if model.obj_ptr_tpos_proj is not None:  # SAM 2.1: projected sine encoding of the (signed) time offset
+            ptr_pos = model.obj_ptr_tpos_proj(_sine_1d(offsets / max(self.max_obj_ptrs - 1, 1), hidden))
+        else:
+            ptr_pos = jnp.zeros((*offsets.shape, mem_dim), jnp.float32)
+        split = hidden // mem_dim  # each 256-d pointer becomes 4 tokens of 64
+        num_ptr_tokens = ptrs.shape[1] * split
+        memory.append(ptrs.reshape(count, num_ptr_tokens, mem_dim))
+        memory_pos.append(jnp.repeat(ptr_pos, split, axis=1))
+        masks.append(jnp.repeat(ptr_ok, split, axis=1))
+        memory = jnp.concatenate([m.astype(jnp.float32) for m in memory], axis=1)
+        return memory, jnp.concatenate(memory_pos, axis=1), jnp.concatenate(masks, axis=1), num_ptr_tokens
 
-    def _memory_fn(self, state, feature, high_res_masks, object_score_logits, *, binarize):
-        model = nnx.merge(self._graphdef, state)
+    def _condition(self, model, feature, pos, bank, meta, frame_idx):
+        batch, height, width, channels = feature.shape
+        memory, memory_pos, memory_mask, num_ptr_tokens = self._gather(model, bank, meta, frame_idx)
+        curr = feature.reshape(batch, height * width, channels)
+        curr_pos = jnp.broadcast_to(pos, feature.shape).reshape(batch, height * width, channels)
+        out = model.memory_attention(curr, memory, curr_pos, memory_pos, num_ptr_tokens, memory_mask=memory_mask)
+        return out.reshape(batch, height, width, channels)
+
+    def _encode_memory(self, model, feature, high_res_masks, object_score_logits, binarize):
         masks = (high_res_masks > 0).astype(jnp.float32) if binarize else jax.nn.sigmoid(high_res_masks)
         masks = masks * 20.0 - 10.0  # sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc
-        features, pos = model.memory_encoder(feature, jnp.transpose(masks, (0, 2, 3, 1)), skip_mask_sigmoid=True)
+        features, _ = model.memory_encoder(feature, jnp.transpose(masks, (0, 2, 3, 1)), skip_mask_sigmoid=True)
         if model.no_obj_embed_spatial is not None:
             absent = (object_score_logits <= 0).astype(features.dtype)[:, :, None, None]
             features = features + absent * model.no_obj_embed_spatial[...].astype(features.dtype)
-        # The official predictor stores memories in bfloat16.
-        return features.astype(jnp.bfloat16).astype(jnp.float32), pos
+        batch = features.shape[0]
+        return features.reshape(batch, -1, features.shape[-1]).astype(jnp.bfloat16)  # stored in bf16, as official
+
+    def _track_fn(self, params, fpn, pos, bank, meta, frame_idx, write, cond_slot):
+        """One tracked frame for every object; objects prompted on this frame (write False) keep their prompt mask."""
+        model = nnx.merge(self._graphdef, params)
+        count = bank["mem"].shape[0]
+        fpn = [jnp.broadcast_to(f, (count, *f.shape[1:])) for f in fpn]
+        pix_feat = self._condition(model, fpn[2], pos, bank, meta, frame_idx)
+        out = model.forward_sam_heads(pix_feat, None, None, None, (fpn[0], fpn[1]), multimask_output=True)
+        features = self._encode_memory(model, fpn[2], out["high_res_masks"], out["object_score_logits"], False)
+        slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
+        w = write[:, None, None]
+        bank = dict(bank)
+        bank["mem"] = bank["mem"].at[:, slot].set(jnp.where(w, features, bank["mem"][:, slot]))
+        bank["ptr"] = bank["ptr"].at[:, ptr_slot].set(jnp.where(write[:, None], out["obj_ptr"],
+                                                                bank["ptr"][:, ptr_slot]))
+        prompted = jnp.take_along_axis(bank["cond_masks"], cond_slot[:, None, None, None], axis=1)[:, 0]
+        masks = jnp.where(w, out["low_res_masks"][:, 0], prompted)
+        bank["last_masks"] = masks
+        return bank, masks
+
+    def _prompt_fn(self, params, fpn, pos, bank, meta, frame_idx, obj, slot, coords, labels, mask_inputs, *,
+                   with_memory, multimask_output):
+        """Prompt object `obj` on this frame: heads (memory-conditioned if the frame was tracked), prompt memory."""
+        model = nnx.merge(self._graphdef, params)
+        if with_memory:
+            one = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, obj, 1), (bank, meta))
+            pix_feat = self._condition(model, fpn[2], pos, *one, frame_idx)
+        else:  # an initial conditioning frame: `directly_add_no_mem_embed`
+            pix_feat = fpn[2] + model.no_mem_embed[...].astype(fpn[2].dtype)
+        out = model.forward_sam_heads(pix_feat, coords, labels, mask_inputs, (fpn[0], fpn[1]), multimask_output)
+        size = self.config.image_size
+        high_res = resize_hw(out["low_res_masks"], (size, size), bilinear_matrix, axes=(2, 3))
+        features = self._encode_memory(model, fpn[2], high_res, out["object_score_logits"], True)
+        bank = dict(bank)
+        bank["cond_mem"] = bank["cond_mem"].at[obj, slot].set(features[0])
+        bank["cond_ptr"] = bank["cond_ptr"].at[obj, slot].set(out["obj_ptr"][0])
+        bank["cond_masks"] = bank["cond_masks"].at[obj, slot].set(out["low_res_masks"][0, 0])
+        bank["last_masks"] = bank["last_masks"].at[obj].set(out["low_res_masks"][0, 0])
+        return bank, out["low_res_masks"][:, 0]
 
     # -- public API ---------------------------------------------------------------------------------------------------
 
-    def add_points(self, frame_idx: int, image: np.ndarray, points: Any = None, labels: Any = None,
+    def add_points(self, frame_idx: int, image: np.ndarray, obj_id: Any = 0, points: Any = None, labels: Any = None,
                    box: Any = None) -> np.ndarray:
-        """Prompt the object on frame `frame_idx` (a conditioning frame); returns (1, H, W) mask logits.
+        """Prompt object `obj_id` (new or known) on frame `frame_idx`; returns its (H, W) mask logits on that frame.
 
         points (N, 2) (x, y) pixels with labels (N,) 1/0; box (4,) x0, y0, x1, y1 (placed before the points).
-        Prompting a frame again replaces its points and refines from its previous mask, as the official predictor.
+        The frame becomes a prompted (conditioning) frame of the object. Prompting the frame the object was last
+        segmented on refines that mask (it is the mask input), and when that frame was tracked the prediction is
+        memory-conditioned, as the official predictor does for a correction click on a tracked frame.
         """
         if (points is None) != (labels is None):
             raise ValueError("points and labels must be given together")
         if points is None and box is None:
             raise ValueError("add_points needs points/labels or a box")
-        fpn, _ = self._frame_features(image)
+        fpn, pos = self._frame_features(frame_idx, image)
         height, width = self.video_hw
         coords = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
         point_labels = np.zeros((0,), np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
@@ -132,43 +247,66 @@ class SAM2VideoTracker:
         if not inside.all():
             raise ValueError(f"prompt (x, y) = {coords[~inside][0].tolist()} lies outside the {width}x{height} frame")
         scaled = coords / np.asarray([width, height], np.float32) * self.config.image_size
-        previous = self.cond_frames.get(frame_idx) or self.non_cond_frames.get(frame_idx)
-        mask_inputs = None if previous is None else jnp.clip(previous.pred_masks, -32.0, 32.0)
+        obj = self.obj_ids.index(obj_id) if obj_id in self.obj_ids else self._add_object(obj_id)
+        meta = self.meta
+        tracked = (meta["mem_valid"][obj] & (meta["mem_frame"][obj] == frame_idx)).any()
+        refine = meta["last_frame"][obj] == frame_idx
+        slot = self._cond_slot(obj, frame_idx)
+        mask_inputs = jnp.clip(self.bank["last_masks"][obj][None, None], -32.0, 32.0) if refine else None
         # Multimask only for 0 or 1 click (multimask_min/max_pt_num), as in `SAM2Base._use_multimask`.
-        out = self._heads(self._state, fpn, None, None, None, jnp.asarray(scaled[None]),
-                          jnp.asarray(point_labels[None]), mask_inputs,
-                          multimask_output=len(point_labels) <= 1, num_obj_ptr_tokens=0, with_memory=False)
-        self.non_cond_frames.pop(frame_idx, None)
-        self.cond_frames[frame_idx] = _FrameMemory(
-            pred_masks=out["low_res_masks"], obj_ptr=out["obj_ptr"],
-            object_score_logits=out["object_score_logits"], vision_feature=fpn[2],
-            point_inputs=(scaled, point_labels),
+        self.bank, masks = self._prompt_step(
+            self._params, fpn, pos, self.bank, self._device_meta(), np.int32(frame_idx), np.int32(obj),
+            np.int32(slot), jnp.asarray(scaled[None]), jnp.asarray(point_labels[None]), mask_inputs,
+            with_memory=bool(tracked), multimask_output=len(point_labels) <= 1,
         )
-        return np.asarray(self._to_video(out["low_res_masks"], self.video_hw))[0]
+        # The frame is now a prompted frame of this object: drop it from the tracked rings.
+        meta["mem_valid"][obj] &= meta["mem_frame"][obj] != frame_idx
+        meta["ptr_valid"][obj] &= meta["ptr_frame"][obj] != frame_idx
+        meta["cond_frame"][obj, slot], meta["cond_valid"][obj, slot] = frame_idx, True
+        meta["last_frame"][obj] = frame_idx
+        return np.asarray(self._to_video(masks, self.video_hw))[0]
 
     def track(self, frame_idx: int, image: np.ndarray) -> np.ndarray:
-        """Segment the object in a new frame from the memories; returns (1, H, W) mask logits."""
-        if not self.cond_frames:
-            raise RuntimeError("prompt the object with add_points(...) before tracking")
-        if frame_idx in self.cond_frames:
-            return np.asarray(self._to_video(self.cond_frames[frame_idx].pred_masks, self.video_hw))[0]
-        self._encode_pending_memories()
-        fpn, pos = self._frame_features(image)
-        memory, memory_pos, num_ptr_tokens = self._gather_memory(frame_idx)
-        out = self._heads(self._state, fpn, pos, memory, memory_pos, None, None, None, multimask_output=True,
-                          num_obj_ptr_tokens=num_ptr_tokens, with_memory=True)
-        features, feature_pos = self._memory(self._state, fpn[2], out["high_res_masks"], out["object_score_logits"],
-                                             binarize=False)
-        self.non_cond_frames[frame_idx] = _FrameMemory(
-            pred_masks=out["low_res_masks"], obj_ptr=out["obj_ptr"],
-            object_score_logits=out["object_score_logits"], maskmem_features=features, maskmem_pos_enc=feature_pos,
-        )
-        self._prune(frame_idx)
-        return np.asarray(self._to_video(out["low_res_masks"], self.video_hw))[0]
+        """Segment every object in a new frame from its memories; returns (num_objects, H, W) mask logits.
+
+        Rows follow `self.obj_ids`. Objects prompted on this frame return their prompt mask.
+        """
+        if not self.obj_ids:
+            raise RuntimeError("prompt an object with add_points(...) before tracking")
+        fpn, pos = self._frame_features(frame_idx, image)
+        meta = self.meta
+        is_cond = meta["cond_valid"] & (meta["cond_frame"] == frame_idx)
+        write = ~is_cond.any(axis=1)
+        cond_slot = np.argmax(is_cond, axis=1).astype(np.int32)
+        self.bank, masks = self._track_step(self._params, fpn, pos, self.bank, self._device_meta(),
+                                            np.int32(frame_idx), jnp.asarray(write), jnp.asarray(cond_slot))
+        slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
+        meta["mem_frame"][write, slot], meta["mem_valid"][write, slot] = frame_idx, True
+        meta["ptr_frame"][write, ptr_slot], meta["ptr_valid"][write, ptr_slot] = frame_idx, True
+        meta["last_frame"][:] = frame_idx
+        return np.asarray(self._to_video(masks, self.video_hw))
+
+    def state_nbytes(self) -> int:
+        """Bytes held by the memory bank on the device (constant once the objects are known)."""
+        return sum(int(x.nbytes) for x in jax.tree.leaves(self.bank))
 
     # -- helpers ------------------------------------------------------------------------------------------------------
 
-    def _frame_features(self, image: np.ndarray):
+    def _device_meta(self) -> dict[str, jax.Array]:
+        return {k: jnp.asarray(self.meta[k]) for k in _META}
+
+    def _cond_slot(self, obj: int, frame_idx: int) -> int:
+        """The prompted-frame slot for (obj, frame): the frame's own, a free one, else the oldest prompted frame's."""
+        frames, valid = self.meta["cond_frame"][obj], self.meta["cond_valid"][obj]
+        same = np.flatnonzero(valid & (frames == frame_idx))
+        if same.size:
+            return int(same[0])
+        free = np.flatnonzero(~valid)
+        if free.size:
+            return int(free[0])
+        return int(np.argmin(frames))
+
+    def _frame_features(self, frame_idx: int, image: np.ndarray):
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise ValueError(
                 f"frames must be uint8 RGB arrays (H, W, 3); got {getattr(image, 'shape', type(image).__name__)} "
@@ -178,65 +316,29 @@ class SAM2VideoTracker:
             self.video_hw = (int(image.shape[0]), int(image.shape[1]))
         elif image.shape[:2] != self.video_hw:
             raise ValueError(f"frame of size {image.shape[:2]} in a video of size {self.video_hw}")
-        return self._features(self._state, jnp.asarray(preprocess(image, self.config.image_size)[None]))
+        if self._cached is None or self._cached[0] != frame_idx:
+            images = jnp.asarray(preprocess(image, self.config.image_size)[None])
+            self._cached = (frame_idx, self._features(self._params, images))
+        return self._cached[1]
 
-    def _encode_pending_memories(self) -> None:
-        """Memories of prompted frames (the official `propagate_in_video_preflight`): binarised masks."""
-        size = self.config.image_size
-        for entry in self.cond_frames.values():
-            if entry.maskmem_features is None:
-                high_res = resize_hw(entry.pred_masks, (size, size), bilinear_matrix, axes=(2, 3))
-                entry.maskmem_features, entry.maskmem_pos_enc = self._memory(
-                    self._state, entry.vision_feature, high_res, entry.object_score_logits, binarize=True
-                )
-                entry.vision_feature = None
 
-    def _gather_memory(self, frame_idx: int):
-        """Memory tokens and positions for `frame_idx` (`SAM2Base._prepare_memory_conditioned_features`)."""
-        model, config = self.model, self.config
-        num_maskmem = config.num_maskmem
-        tpos = model.maskmem_tpos_enc[...]
-        entries = [(0, entry) for entry in self.cond_frames.values()]
-        for t_pos in range(1, num_maskmem):
-            previous = self.non_cond_frames.get(frame_idx - (num_maskmem - t_pos))
-            if previous is not None:
-                entries.append((t_pos, previous))
-        memory, memory_pos = [], []
-        for t_pos, entry in entries:
-            batch, _height, _width, channels = entry.maskmem_features.shape
-            memory.append(entry.maskmem_features.reshape(batch, -1, channels))
-            pos = entry.maskmem_pos_enc.reshape(batch, -1, channels) + tpos[num_maskmem - t_pos - 1].reshape(1, 1, -1)
-            memory_pos.append(pos)
-        # Object pointers: conditioning frames in the past, then up to max_obj_ptrs - 1 recent tracked frames.
-        signed = config.version == "2.1"
-        pointers = [((frame_idx - t) if signed else abs(frame_idx - t), e.obj_ptr)
-                    for t, e in self.cond_frames.items() if t <= frame_idx]
-        for t_diff in range(1, self.max_obj_ptrs):
-            t = frame_idx - t_diff
-            if t < 0:
-                break
-            previous = self.non_cond_frames.get(t)
-            if previous is not None:
-                pointers.append((t_diff, previous.obj_ptr))
-        num_ptr_tokens = 0
-        if pointers:
-            hidden, mem = config.hidden_dim, config.mem_dim
-            ptrs = jnp.stack([p for _, p in pointers], axis=1)  # [B, N, 256]
-            batch, count = ptrs.shape[:2]
-            if model.obj_ptr_tpos_proj is not None:  # SAM 2.1: projected sine encoding of the time offset
-                offsets = jnp.asarray([d for d, _ in pointers], jnp.float32) / (self.max_obj_ptrs - 1)
-                ptr_pos = model.obj_ptr_tpos_proj(_sine_1d(offsets, hidden))
-                ptr_pos = jnp.broadcast_to(ptr_pos[None], (batch, count, mem))
-            else:
-                ptr_pos = jnp.zeros((batch, count, mem), jnp.float32)
-            split = hidden // mem  # each 256-d pointer becomes 4 tokens of 64
-            memory.append(ptrs.reshape(batch, count * split, mem))
-            memory_pos.append(jnp.repeat(ptr_pos, split, axis=1))
-            num_ptr_tokens = count * split
-        return jnp.concatenate(memory, axis=1), jnp.concatenate(memory_pos, axis=1), num_ptr_tokens
+class SAM2VideoTracker:
+    """One object through a stream of frames: `SAM2VideoPredictor` with a single object, (1, H, W) outputs."""
 
-    def _prune(self, frame_idx: int) -> None:
-        """Drop tracked frames that no later frame can attend to (bounded memory on long streams)."""
-        horizon = max(self.config.num_maskmem - 1, self.max_obj_ptrs - 1)
-        for t in [t for t in self.non_cond_frames if t < frame_idx - horizon]:
-            del self.non_cond_frames[t]
+    def __init__(self, model: SAM2, *, num_frames: int | None = None, max_obj_ptrs: int = 16,
+                 max_cond_frames: int = 3):
+        self.predictor = SAM2VideoPredictor(model, num_frames=num_frames, max_obj_ptrs=max_obj_ptrs,
+                                            max_cond_frames=max_cond_frames)
+
+    def reset(self) -> None:
+        """Forget every frame and prompt."""
+        self.predictor.reset()
+
+    def add_points(self, frame_idx: int, image: np.ndarray, points: Any = None, labels: Any = None,
+                   box: Any = None) -> np.ndarray:
+        """Prompt the object on frame `frame_idx`; returns (1, H, W) mask logits (see `SAM2VideoPredictor`)."""
+        return self.predictor.add_points(frame_idx, image, 0, points, labels, box)[None]
+
+    def track(self, frame_idx: int, image: np.ndarray) -> np.ndarray:
+        """Segment the object in a new frame from the memories; returns (1, H, W) mask logits."""
+        return self.predictor.track(frame_idx, image)

@@ -1,0 +1,99 @@
+"""SAM2 streaming video predictor: fixed-size memory bank (flat memory, one compilation), several objects, prompts on
+any frame. Tiny model at image_size 256 with random weights (the official-parity test is in test_sam2.py)."""
+
+from __future__ import annotations
+
+import gc
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import zoo
+from models.sam2.video import SAM2VideoPredictor, SAM2VideoTracker
+from tests.helpers import real_photo
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def model():
+    return zoo.create_model("sam2.1_hiera_t", image_size=SIZE, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def frames():
+    photo = real_photo()[::4, ::4].copy()  # 107 x 160
+    return [np.roll(photo, 2 * k, axis=1) for k in range(12)]  # a slow camera pan
+
+
+def _live_bytes() -> int:
+    gc.collect()
+    return sum(int(x.nbytes) for x in jax.live_arrays())
+
+
+def test_memory_stays_flat_and_compiles_once(model, frames):
+    predictor = SAM2VideoPredictor(model)
+    predictor.add_points(0, frames[0], obj_id="a", points=[[80, 50]], labels=[1])
+    predictor.add_points(0, frames[0], obj_id="b", box=[10, 10, 60, 90])
+    sizes = {}
+    for index in range(1, 101):
+        logits = predictor.track(index, frames[index % len(frames)])
+        assert logits.shape == (2, *frames[0].shape[:2])
+        if index in (10, 100):
+            jax.block_until_ready(predictor.bank)
+            sizes[index] = (predictor.state_nbytes(), _live_bytes())
+    assert np.isfinite(logits).all()
+    assert sizes[10] == sizes[100], sizes
+    assert predictor._track_step._cache_size() == 1  # the ring filled up at frame 7 without recompiling
+    assert predictor._features._cache_size() == 1
+
+
+def test_several_objects_match_one_tracker_each(model, frames):
+    """Objects are independent: batching them (one added later, by box) equals one tracker per object."""
+    predictor = SAM2VideoPredictor(model, num_frames=6)
+    first = SAM2VideoTracker(model, num_frames=6)
+    second = SAM2VideoTracker(model, num_frames=6)
+    got = predictor.add_points(0, frames[0], obj_id=7, points=[[80, 50]], labels=[1])
+    np.testing.assert_allclose(got, first.add_points(0, frames[0], points=[[80, 50]], labels=[1])[0], atol=1e-4)
+    for index in range(1, 6):
+        if index == 2:
+            got = predictor.add_points(2, frames[2], obj_id=9, box=[10, 10, 60, 90])
+            np.testing.assert_allclose(got, second.add_points(2, frames[2], box=[10, 10, 60, 90])[0], atol=1e-4)
+        logits = predictor.track(index, frames[index])
+        np.testing.assert_allclose(logits[0], first.track(index, frames[index])[0], atol=1e-3)
+        if index >= 2:
+            np.testing.assert_allclose(logits[1], second.track(index, frames[index])[0], atol=1e-3)
+    assert predictor.obj_ids == [7, 9]
+
+
+def test_correction_click_on_a_tracked_frame(model, frames):
+    predictor = SAM2VideoPredictor(model, max_cond_frames=2)
+    predictor.add_points(0, frames[0], obj_id=1, points=[[80, 50]], labels=[1])
+    for index in range(1, 4):
+        predictor.track(index, frames[index])
+    tracked = predictor.meta["mem_valid"][0] & (predictor.meta["mem_frame"][0] == 3)
+    assert tracked.any()
+    # A negative click on the frame just tracked: memory-conditioned, refines the tracked mask, becomes a prompt.
+    refined = predictor.add_points(3, frames[3], obj_id=1, points=[[20, 20]], labels=[0])
+    assert refined.shape == frames[0].shape[:2] and np.isfinite(refined).all()
+    meta = predictor.meta
+    assert not (meta["mem_valid"][0] & (meta["mem_frame"][0] == 3)).any()
+    assert sorted(meta["cond_frame"][0][meta["cond_valid"][0]].tolist()) == [0, 3]
+    np.testing.assert_allclose(predictor.track(3, frames[3])[0], refined, atol=1e-5)  # a prompted frame
+    predictor.track(4, frames[4])
+    predictor.add_points(5, frames[5], obj_id=1, points=[[80, 50]], labels=[1])  # a third prompt evicts frame 0
+    assert sorted(meta["cond_frame"][0][meta["cond_valid"][0]].tolist()) == [3, 5]
+    assert predictor._track_step._cache_size() == 1
+
+
+def test_errors(model, frames):
+    predictor = SAM2VideoPredictor(model)
+    with pytest.raises(RuntimeError, match="add_points"):
+        predictor.track(0, frames[0])
+    with pytest.raises(ValueError, match="outside"):
+        predictor.add_points(0, frames[0], points=[[500, 10]], labels=[1])
+    predictor.add_points(0, frames[0], points=[[80, 50]], labels=[1])
+    with pytest.raises(ValueError, match="frame of size"):
+        predictor.track(1, frames[1][:50])
