@@ -10,6 +10,7 @@ from zoo.tasks.base import Task
 # name -> "module:Class"; imported lazily so a task's heavy dependencies load only when it is used.
 TASKS = {
     "classification": "zoo.tasks.classification:ClassificationTask",
+    "segmentation": "zoo.tasks.segmentation:PromptableSegmentationTask",
 }
 
 

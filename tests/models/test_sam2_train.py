@@ -1,0 +1,93 @@
+"""SAM2 fine-tuning in the shared trainer on real video (vtest.avi person masks): data source, losses, train.py run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.helpers import require
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+needs_vtest = pytest.mark.skipif(not os.path.isfile(VTEST), reason="vtest.avi needs apt-get install opencv-doc")
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "zoo_cache"))
+
+
+@needs_vtest
+def test_vtest_person_masks_source():
+    require("av")
+    import zoo.data as zd
+    import zoo.data.video  # noqa: F401
+
+    train = zd.get_source("vtest_person_masks", split="train", max_frames=100)
+    held_out = zd.get_source("vtest_person_masks", split="eval", max_frames=100)
+    assert len(train.frames) == 16 and len(held_out.frames) == 4  # frames 0, 5, ..., 95; the last 20 % held out
+    people = [int(labels.max()) for labels in train.labels]
+    assert min(people) >= 1 and 3 <= np.median(people) <= 7  # spec: 3-5 people per frame, groups may merge
+    example = train[0]
+    assert example["image"].shape == (288, 384, 3) and example["image"].dtype == np.uint8
+    assert example["mask"].shape == (288, 384) and example["mask"].sum() > 75
+
+
+def test_prompts_and_losses():
+    from zoo.tasks.segmentation import PromptTransform, sam2_losses
+
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:20, 30:50] = 1
+    transform = PromptTransform(32, train=False, box_prob=0.5)
+    prompts = [transform({"image": np.zeros((40, 60, 3), np.uint8), "mask": mask}, np.random.default_rng(i))
+               for i in range(20)]
+    again = transform({"image": np.zeros((40, 60, 3), np.uint8), "mask": mask}, np.random.default_rng(3))
+    np.testing.assert_array_equal(again["point_coords"], prompts[3]["point_coords"])  # deterministic per rng
+    kinds = {tuple(p["point_labels"].tolist()) for p in prompts}
+    assert kinds == {(1, -1), (2, 3)}
+    for p in prompts:
+        if p["point_labels"][0] == 1:  # the click lies inside the (resized) mask
+            x, y = p["point_coords"][0].astype(int)
+            assert p["mask"][y, x] == 1
+    # A perfect, confident prediction with the right IoU and object score costs ~0; a click takes the best mask.
+    target = jnp.zeros((2, 16, 16)).at[:, 4:12, 4:12].set(1.0)
+    good = 20.0 * (2 * target - 1)
+    masks = jnp.stack([-good, -good, good, -good], axis=1)  # only multimask output 2 is right
+    ious = jnp.asarray([[0.0, 0.0, 1.0, 0.0]] * 2)
+    _total, terms, best = sam2_losses(masks, ious, jnp.full((2, 1), 20.0), target, jnp.asarray([True, False]))
+    np.testing.assert_allclose(best[0], good[0])
+    assert float(terms["loss_mask"]) > 0  # the box example supervises token 0, which is wrong
+    one, _, _ = sam2_losses(masks[:1], ious[:1], jnp.full((1, 1), 20.0), target[:1], jnp.asarray([True]))
+    assert float(one) < 0.4  # only the IoU-L1 of the two wrong multimask outputs (supervise_all_iou) remains
+
+
+@needs_vtest
+def test_train_vtest_fast_and_reload(tmp_path):
+    require("av")
+    from zoo.train.metrics import read_metrics
+
+    workdir = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/sam2.py:vtest_fast"),
+           "--workdir", str(workdir), "--config.num_train_steps=6"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = [r["train/loss"] for r in read_metrics(str(workdir)) if "train/loss" in r]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
+
+    import zoo
+    from models.sam2.predictor import SAM2ImagePredictor
+
+    model = zoo.create_model("sam2_hiera_t", pretrained=str(workdir))
+    assert model.config.image_size == 128  # the builder overrides come back from the checkpoint metadata
+    predictor = SAM2ImagePredictor(model)
+    predictor.set_image(np.zeros((96, 128, 3), np.uint8))
+    masks, scores, _ = predictor.predict(point_coords=[[60, 40]], point_labels=[1])
+    assert masks.shape == (3, 96, 128) and np.isfinite(scores).all()
