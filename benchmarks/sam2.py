@@ -7,6 +7,13 @@ Both sides run `forward_image` (Hiera trunk + FPN neck + the decoder's conv_s0/c
 1024x1024 image with random weights. Ours is timed after compilation (compile time is reported separately); runs
 of ours and the reference alternate, so load changes on a shared machine affect both alike.
 Writes benchmarks/results/sam2_<backend>.json and .md.
+
+    python benchmarks/sam2.py --tracking --image-sizes 512 --frames 10
+
+times per-frame video tracking instead: our streaming `SAM2VideoPredictor` (one object clicked on frame 0, each
+tracked frame = image encoder + memory attention + heads + memory encoder, jitted) vs the official
+`SAM2VideoPredictor.propagate_in_video` (torch eager) on the same frames (a camera pan over a real photo), the
+first 2 tracked frames of each side excluded (compilation / warm-up). Writes sam2_tracking_<backend>.json and .md.
 """
 
 from __future__ import annotations
@@ -95,6 +102,79 @@ def bench(variant: str, image_size: int, repeats: int, with_reference: bool) -> 
     return row
 
 
+def bench_tracking(variant: str, image_size: int, num_frames: int, warmup: int = 2) -> dict:
+    """Median per-frame tracking latency of ours and of the official video predictor (CPU)."""
+    import tempfile
+
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from models.sam2.video import SAM2VideoPredictor
+
+    photo = load_sample_image("china.jpg")
+    frames = [np.roll(photo, 8 * k, axis=1) for k in range(num_frames)]
+    click = [[320.0, 200.0]]
+    model = zoo.create_model(_CONFIGS[variant], rngs=nnx.Rngs(0), image_size=image_size)
+    predictor = SAM2VideoPredictor(model, num_frames=num_frames)
+    predictor.add_points(0, frames[0], obj_id=1, points=click, labels=[1])
+    ours = []
+    for index in range(1, num_frames):
+        start = time.perf_counter()
+        predictor.track(index, frames[index])
+        ours.append(time.perf_counter() - start)
+    row = {"model": _CONFIGS[variant], "image_size": image_size, "frames": num_frames,
+           "ours_s": statistics.median(ours[warmup:]), "ours_first_s": ours[0], "reference_s": None, "speedup": None}
+    try:
+        import torch
+        from sam2.build_sam import build_sam2_video_predictor
+    except ImportError:
+        return row
+    torch.set_num_threads(os.cpu_count() or 1)
+    ref = build_sam2_video_predictor(f"configs/sam2/sam2_hiera_{variant}.yaml", ckpt_path=None, device="cpu",
+                                     hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    with tempfile.TemporaryDirectory() as folder:
+        for index, frame in enumerate(frames):
+            Image.fromarray(frame).save(os.path.join(folder, f"{index:05d}.jpg"))
+        with torch.inference_mode():
+            state = ref.init_state(folder)
+            ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=click, labels=[1])
+            theirs, start = [], time.perf_counter()
+            for index, _, _ in ref.propagate_in_video(state):
+                if index > 0:
+                    theirs.append(time.perf_counter() - start)
+                start = time.perf_counter()
+    row["reference_s"] = statistics.median(theirs[warmup:])
+    row["speedup"] = row["reference_s"] / row["ours_s"]
+    return row
+
+
+def main_tracking(args) -> int:
+    """--tracking: per-frame video tracking latency, ours vs the official predictor."""
+    device = jax.devices()[0]
+    rows = []
+    for variant in args.variants:
+        for image_size in args.image_sizes:
+            rows.append(bench_tracking(variant, image_size, args.frames))
+            print(json.dumps(rows[-1]))
+    result = {"benchmark": "SAM2 per-frame video tracking latency (1 object, f32)", "backend": device.platform,
+              "device": str(device.device_kind), "jax": jax.__version__, "cpu_count": os.cpu_count(),
+              "load_average": os.getloadavg(), "platform": platform.platform(), "rows": rows}
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"sam2_tracking_{device.platform}")
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    lines = [f"# SAM2 per-frame tracking latency ({device.device_kind}, 1 object, f32)", "",
+             f"jax {jax.__version__}; {os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.1f}", "",
+             "| model | size | frames | ours (s/frame) | PyPI sam2 (s/frame) | speed-up |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        ref = f"{row['reference_s']:.2f} | {row['speedup']:.2f}x" if row["reference_s"] else "- | -"
+        lines.append(f"| {row['model']} | {row['image_size']} | {row['frames']} | {row['ours_s']:.2f} | {ref} |")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=["t"], choices=sorted(_CONFIGS))
@@ -102,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--tracking", action="store_true", help="per-frame video tracking latency instead")
+    parser.add_argument("--frames", type=int, default=10, help="video length for --tracking")
     args = parser.parse_args(argv)
+    if args.tracking:
+        return main_tracking(args)
 
     device = jax.devices()[0]
     rows = []
