@@ -7,6 +7,6 @@ stream of frames.
 
 from models.sam2.model import SAM2, SAM2Config, build_sam2
 from models.sam2.predictor import SAM2ImagePredictor
-from models.sam2.video import SAM2VideoTracker
+from models.sam2.video import SAM2VideoPredictor, SAM2VideoTracker
 
-__all__ = ["SAM2", "SAM2Config", "SAM2ImagePredictor", "SAM2VideoTracker", "build_sam2"]
+__all__ = ["SAM2", "SAM2Config", "SAM2ImagePredictor", "SAM2VideoPredictor", "SAM2VideoTracker", "build_sam2"]
