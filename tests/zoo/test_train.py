@@ -180,6 +180,22 @@ def test_data_parallel_and_fsdp_match_one_device(tmp_path, mesh, one_device_para
     assert _relative_difference(one_device_params, sharded) <= 1e-5
 
 
+@pytest.mark.parametrize("mesh", [{"data": 1, "fsdp": 1, "model": 1}, {"data": 2, "fsdp": 2, "model": 2}])
+def test_frozen_parameters_stay_fixed_in_training(tmp_path, mesh):
+    from flax import nnx
+
+    from zoo.train.trainer import Trainer
+
+    config = _tiny_config(num_train_steps=2, log_every=1, mesh=mesh, **{"optimizer.frozen": (r"blocks\.0\..*",)})
+    trainer = Trainer(config, str(tmp_path), devices=jax.devices()[: 1 if mesh["data"] == 1 else 8])
+    before = jax.device_get(nnx.to_pure_dict(nnx.filter_state(trainer.to_state(trainer.state)[0], nnx.Param)))
+    trainer.run()
+    after = jax.device_get(nnx.to_pure_dict(nnx.filter_state(trainer.to_state(trainer.state)[0], nnx.Param)))
+    for a, b in zip(jax.tree.leaves(before["blocks"][0]), jax.tree.leaves(after["blocks"][0]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float(np.abs(before["head"]["kernel"] - after["head"]["kernel"]).max()) > 0
+
+
 def test_bf16_compute_keeps_f32_params_and_trains(tmp_path):
     from flax import nnx
 

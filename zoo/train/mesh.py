@@ -84,7 +84,11 @@ def state_shardings(state, mesh: Mesh, *, fsdp_min_size: int = 2**14):
 
     def leaf_sharding(value, spec):
         spec_value = spec.get_value() if isinstance(spec, nnx.Variable) else spec
-        shape = tuple(getattr(value, "shape", ()))
+        raw = value.get_value() if isinstance(value, nnx.Variable) else value
+        if not hasattr(raw, "shape"):
+            # An empty subtree (e.g. optax's MaskedNode for frozen params) must stay the same empty subtree.
+            return spec.replace(raw) if isinstance(spec, nnx.Variable) else raw
+        shape = tuple(raw.shape)
         if not shape:
             sharding = NamedSharding(mesh, PartitionSpec())
         else:
