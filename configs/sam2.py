@@ -36,10 +36,9 @@ def _vtest(config: ml_collections.ConfigDict, image_size: int) -> None:
             "eval_batch_size": 16,
         }
     )
-    # Frozen encoder: stop_gradient at its output (model.freeze_image_encoder) + no weight decay on it, so AdamW
-    # leaves it exactly unchanged. (optimizer.frozen regexes would also drop its optimizer state, but the trainer's
-    # sharding of optax.multi_transform's MaskedNode states fails at present; see zoo/tasks/segmentation.py.)
-    config.optimizer.no_decay = (r"image_encoder\..*",)
+    # Frozen encoder: stop_gradient at its output (model.freeze_image_encoder: no backward pass through Hiera) and
+    # frozen in the optimizer (no update, no weight decay, no AdamW state for it).
+    config.optimizer.frozen = (r"image_encoder\..*",)
     config.batch_size = 8
     config.num_train_steps = 300
     config.optimizer.lr = 1e-4

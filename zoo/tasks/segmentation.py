@@ -2,10 +2,8 @@
 
 Config: model.{name, overrides (image_size ...), pretrained, freeze_image_encoder}; data.{train, eval (each
 {name, split, kwargs}), image_size, box_prob, hflip, eval_batch_size}. Frozen image encoder:
-`model.freeze_image_encoder=True` stops gradients at its output (no backward pass through Hiera, zero gradients) and
-`optimizer.no_decay = (r"image_encoder\\..*",)` keeps AdamW's weight decay off it, so its weights stay exactly fixed.
-(`optimizer.frozen` regexes, optax.multi_transform with set_to_zero, fail today in the trainer's state sharding:
-`mesh.state_shardings` gives the optimizer's MaskedNode entries a NamedSharding.)
+`model.freeze_image_encoder=True` stops gradients at its output (no backward pass through Hiera) and
+`optimizer.frozen = (r"image_encoder\\..*",)` keeps the optimizer off it (no update, no decay, no AdamW state).
 
 The loss is SAM2's `MultiStepMultiMasksAndIous` with the SAM 2.1 training weights (sam2.1_hiera_b+_MOSE_finetune.yaml):
 20 x sigmoid focal (alpha .25, gamma 2, mean over pixels) + 1 x dice + 1 x IoU-prediction L1 (`iou_use_l1_loss`,
