@@ -63,7 +63,9 @@ DIGITS_MODEL = {
 
 
 def _digits(config: ml_collections.ConfigDict) -> None:
-    config.model = ml_collections.ConfigDict({"name": "fcaformer_l1", "pretrained": "", "overrides": dict(DIGITS_MODEL)})
+    config.model = ml_collections.ConfigDict(
+        {"name": "fcaformer_l1", "pretrained": "", "overrides": dict(DIGITS_MODEL)}
+    )
     config.data = ml_collections.ConfigDict(
         {
             "train": {"name": "opencv_digits", "split": "train", "kwargs": {"image_size": 32}},

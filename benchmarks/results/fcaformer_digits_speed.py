@@ -25,11 +25,12 @@ from flax import nnx
 import zoo
 from configs.fcaformer import DIGITS_MODEL
 
+VIT_OVERRIDES = {"img_size": 32, "patch_size": 4, "num_classes": 10, "embed_dim": 176, "depth": 4, "num_heads": 4,
+                 "drop_path_rate": 0.0}  # fmt: skip
 MODELS = {
     "fcaformer (digits)": ("fcaformer_l1", dict(DIGITS_MODEL)),
-    "vit 176x4 p4": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=4, num_classes=10, embed_dim=176, depth=4,
-                                                  num_heads=4, drop_path_rate=0.0)),
-}  # fmt: skip
+    "vit 176x4 p4": ("vit_tiny_patch16_224", VIT_OVERRIDES),
+}
 
 
 def main() -> None:
@@ -77,8 +78,10 @@ def main() -> None:
     print(f"| model | params | train img/s (median of {args.rounds}) | inference img/s |")
     print("|---|---|---|---|")
     for label, (*_, params) in runners.items():
-        print(f"| {label} | {params:,} | {statistics.median(times[label]['train']):.0f} | "
-              f"{statistics.median(times[label]['infer']):.0f} |")
+        print(
+            f"| {label} | {params:,} | {statistics.median(times[label]['train']):.0f} | "
+            f"{statistics.median(times[label]['infer']):.0f} |"
+        )
 
 
 if __name__ == "__main__":
