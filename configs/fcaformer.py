@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.common import digits_data, imagenet_data
 from zoo.train.config import base_config
 
 IMAGENET_TRAIN_IMAGES = 1281167
@@ -66,27 +67,7 @@ def _digits(config: ml_collections.ConfigDict) -> None:
     config.model = ml_collections.ConfigDict(
         {"name": "fcaformer_l1", "pretrained": "", "overrides": dict(DIGITS_MODEL)}
     )
-    config.data = ml_collections.ConfigDict(
-        {
-            "train": {"name": "opencv_digits", "split": "train", "kwargs": {"image_size": 32}},
-            "eval": {"name": "opencv_digits", "split": "test", "kwargs": {"image_size": 32}},
-            "num_classes": 10,
-            "image_size": 32,
-            "interpolation": "bilinear",
-            "crop_pct": 1.0,
-            "mean": (0.5, 0.5, 0.5),
-            "std": (0.5, 0.5, 0.5),
-            "scale": (0.6, 1.0),
-            "ratio": (0.8, 1.25),
-            "hflip": 0.0,  # digits are not mirror-symmetric
-            "auto_augment": "",
-            "reprob": 0.0,
-            "mixup": 0.0,
-            "cutmix": 0.0,
-            "label_smoothing": 0.1,
-            "eval_batch_size": 200,
-        }
-    )
+    config.data = digits_data("opencv_digits", 32, eval_batch_size=200)
     # The ImageNet optimizer recipe, shortened: AdamW 2e-3 / wd 0.05 / the official no-decay set, warmup + cosine.
     config.batch_size = 128
     config.num_train_steps = 400  # ~13 epochs of the 4000 training digits
@@ -108,29 +89,7 @@ def _in1k(config: ml_collections.ConfigDict, size: str, batch_size: int) -> None
             "overrides": {"num_classes": 1000, "drop_path_rate": DROP_PATH[size]},
         }
     )
-    config.data = ml_collections.ConfigDict(
-        {
-            "train": {"name": "tfds:imagenet2012", "split": "train", "kwargs": {}},
-            "eval": {"name": "tfds:imagenet2012", "split": "validation", "kwargs": {}},
-            "num_classes": 1000,
-            "image_size": 224,
-            "interpolation": "bicubic",
-            "crop_pct": 0.875,
-            "mean": (0.485, 0.456, 0.406),
-            "std": (0.229, 0.224, 0.225),
-            "scale": (0.08, 1.0),
-            "ratio": (3 / 4, 4 / 3),
-            "hflip": 0.5,
-            "auto_augment": "rand-m9-mstd0.5-inc1",
-            "reprob": 0.25,
-            "mixup": 0.8,
-            "cutmix": 1.0,
-            "mixup_prob": 1.0,
-            "switch_prob": 0.5,
-            "label_smoothing": 0.1,
-            "eval_batch_size": 1024,
-        }
-    )
+    config.data = imagenet_data(eval_batch_size=1024)
     config.batch_size = batch_size
     steps_per_epoch = IMAGENET_TRAIN_IMAGES // batch_size  # the official loader drops the last partial batch
     config.num_train_steps = 300 * steps_per_epoch

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.common import digits_data, imagenet_data
 from zoo.train.config import base_config
 
 
@@ -26,27 +27,7 @@ def _digits(config: ml_collections.ConfigDict) -> None:
                           "num_heads": 3, "drop_path_rate": 0.0},
         }
     )  # fmt: skip
-    config.data = ml_collections.ConfigDict(
-        {
-            "train": {"name": "sklearn_digits", "split": "train", "kwargs": {"image_size": 16}},
-            "eval": {"name": "sklearn_digits", "split": "test", "kwargs": {"image_size": 16}},
-            "num_classes": 10,
-            "image_size": 16,
-            "interpolation": "bilinear",
-            "crop_pct": 1.0,
-            "mean": (0.5, 0.5, 0.5),
-            "std": (0.5, 0.5, 0.5),
-            "scale": (0.6, 1.0),
-            "ratio": (0.8, 1.25),
-            "hflip": 0.0,  # digits are not mirror-symmetric
-            "auto_augment": "",
-            "reprob": 0.0,
-            "mixup": 0.0,
-            "cutmix": 0.0,
-            "label_smoothing": 0.1,
-            "eval_batch_size": 128,
-        }
-    )
+    config.data = digits_data("sklearn_digits", 16, eval_batch_size=128)
     config.batch_size = 128
     config.num_train_steps = 1500
     config.optimizer.lr = 2e-3
@@ -62,27 +43,7 @@ def _b16_in1k(config: ml_collections.ConfigDict) -> None:
     config.model = ml_collections.ConfigDict(
         {"name": "vit_base_patch16_224", "pretrained": "", "overrides": {"num_classes": 1000, "drop_path_rate": 0.1}}
     )
-    config.data = ml_collections.ConfigDict(
-        {
-            "train": {"name": "tfds:imagenet2012", "split": "train", "kwargs": {}},
-            "eval": {"name": "tfds:imagenet2012", "split": "validation", "kwargs": {}},
-            "num_classes": 1000,
-            "image_size": 224,
-            "interpolation": "bicubic",
-            "crop_pct": 0.875,
-            "mean": (0.485, 0.456, 0.406),
-            "std": (0.229, 0.224, 0.225),
-            "scale": (0.08, 1.0),
-            "ratio": (3 / 4, 4 / 3),
-            "hflip": 0.5,
-            "auto_augment": "rand-m9-mstd0.5-inc1",
-            "reprob": 0.25,
-            "mixup": 0.8,
-            "cutmix": 1.0,
-            "label_smoothing": 0.1,
-            "eval_batch_size": 1024,
-        }
-    )
+    config.data = imagenet_data(eval_batch_size=1024)
     config.batch_size = 1024
     steps_per_epoch = 1281167 // 1024
     config.num_train_steps = 300 * steps_per_epoch
