@@ -39,6 +39,7 @@ B_PLUS_MODULES = {
     "obj_ptr_proj": 197_376,
 }
 SMALL = 512
+B_PLUS_SIZE = 256  # base+ parity (slow tests): windows 14 / 7 pad the 16 / 8 stage grids
 POINT = {"point_coords": np.array([[320, 200]]), "point_labels": np.array([1])}
 BOX = {"box": np.array([100, 80, 400, 300]), "multimask_output": False}
 
@@ -71,20 +72,29 @@ def test_param_counts(name):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _reference(image_size: int, tmp_dir, version: str = "2"):
+def _config(name: str) -> str:
+    """The official hydra config of a zoo name: sam2_hiera_b+ -> configs/sam2/sam2_hiera_b+.yaml."""
+    return f"configs/{name.split('_')[0]}/{name}.yaml"
+
+
+def _reference(image_size: int, tmp_dir, version: str = "2", name: str | None = None, object_bias: float = 0.0):
+    """object_bias is added to the object-score head's output bias: random weights otherwise tend to score "no object",
+    which gates every tracked mask to the constant -1024 and leaves nothing of the memory path to compare."""
     torch = require("torch")
     require("sam2")
     from sam2.build_sam import build_sam2
 
     torch.manual_seed(0)
-    config = "configs/sam2/sam2_hiera_t.yaml" if version == "2" else "configs/sam2.1/sam2.1_hiera_t.yaml"
-    ref = build_sam2(config, ckpt_path=None, device="cpu", hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    name = name or ("sam2_hiera_t" if version == "2" else "sam2.1_hiera_t")
+    ref = build_sam2(_config(name), ckpt_path=None, device="cpu",
+                     hydra_overrides_extra=[f"++model.image_size={image_size}"])
     with torch.no_grad():
         for tensor in ref.state_dict().values():
             if tensor.is_floating_point():
                 tensor.add_(0.02 * torch.randn_like(tensor))
+        ref.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(object_bias)
     ref.eval()
-    path = tmp_dir / f"sam{version}_hiera_tiny_{image_size}.pt"
+    path = tmp_dir / f"{name}_{image_size}.pt"
     torch.save({"model": ref.state_dict()}, path)
     return ref, path
 
@@ -103,13 +113,24 @@ def _predictors(ref, model, image, image_size):
     return ref_predictor, predictor
 
 
+def _setup(name: str, image_size: int, tmp_dir, object_bias: float = 0.0) -> dict:
+    ref, path = _reference(image_size, tmp_dir, name=name, object_bias=object_bias)
+    model = zoo.create_model(name, pretrained=path, image_size=image_size)
+    image = real_photo()  # 427 x 640, resized to image_size x image_size
+    ref_predictor, predictor = _predictors(ref, model, image, image_size)
+    return {"name": name, "size": image_size, "ref": ref, "path": path, "model": model, "image": image,
+            "ref_predictor": ref_predictor, "predictor": predictor}
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    ref, path = _reference(SMALL, tmp_path_factory.mktemp("sam2"))
-    model = zoo.create_model("sam2_hiera_t", pretrained=path, image_size=SMALL)
-    image = real_photo()  # 427 x 640, upsampled to 512 x 512
-    ref_predictor, predictor = _predictors(ref, model, image, SMALL)
-    return {"ref": ref, "path": path, "model": model, "image": image, "ref_predictor": ref_predictor, "predictor": predictor}
+    return _setup("sam2_hiera_t", SMALL, tmp_path_factory.mktemp("sam2"))
+
+
+@pytest.fixture(scope="module")
+def base_plus(tmp_path_factory):
+    """base+ (2 heads, 2-3-16-3 blocks, global blocks 12,16,20, 14x14 pos-embed) at a small image size."""
+    return _setup("sam2_hiera_b+", B_PLUS_SIZE, tmp_path_factory.mktemp("sam2_b+"), object_bias=10.0)
 
 
 def _nhwc(tensor) -> np.ndarray:
@@ -288,6 +309,63 @@ def test_full_resolution_parity(tmp_path):
     assert _max_diff(iou, ref_iou) <= 1e-4
 
 
+@pytest.mark.slow
+def test_base_plus_parity(base_plus):
+    """base+ from an official-format checkpoint: Hiera stages, FPN features, point / box decoding with object scores."""
+    torch = require("torch")
+    from models.sam2.predictor import preprocess
+
+    size, ref, model = base_plus["size"], base_plus["ref"], base_plus["model"]
+    diffs = {}
+    x = preprocess(base_plus["image"], size)[None]
+    with torch.no_grad():
+        expected = ref.image_encoder.trunk(torch.from_numpy(x).permute(0, 3, 1, 2))
+    got = jax.jit(lambda m, v: m.image_encoder.trunk(v))(model, jnp.asarray(x))
+    assert [o.shape for o in got] == [_nhwc(t).shape for t in expected]
+    assert got[0].shape == (1, size // 4, size // 4, 112) and got[3].shape == (1, size // 32, size // 32, 896)
+    for stage, (ours, theirs) in enumerate(zip(got, expected)):
+        diffs[f"trunk stage {stage + 1}"] = _max_diff(ours, _nhwc(theirs))
+    ours, theirs = base_plus["predictor"]._features, base_plus["ref_predictor"]._features
+    diffs["fpn stride 16 (image_embed)"] = _max_diff(ours["image_embed"], _nhwc(theirs["image_embed"]))
+    for level in range(2):
+        diffs[f"fpn stride {4 * 2 ** level} (conv_s{level})"] = _max_diff(
+            ours["high_res_feats"][level], _nhwc(theirs["high_res_feats"][level]))
+    for key, value in diffs.items():
+        assert value <= 1e-4, (key, diffs)
+
+    scale = np.array([size / 640, size / 427], np.float32)
+    box_corners = BOX["box"].reshape(2, 2).astype(np.float32)
+    heads = {  # _forward_sam_heads inputs (a box is two corner points labelled 2 and 3, as in SAM2Base)
+        "point": (POINT["point_coords"].astype(np.float32) * scale, POINT["point_labels"].astype(np.int32), True),
+        "box": (box_corners * scale, np.array([2, 3], np.int32), False),
+    }
+    for (label, prompt), (coords, labels, multimask) in zip([("point", POINT), ("box", BOX)], heads.values()):
+        with torch.no_grad():
+            ref_masks, ref_iou, ref_low = base_plus["ref_predictor"].predict(return_logits=True, **prompt)
+        masks, iou, low = base_plus["predictor"].predict(return_logits=True, **prompt)
+        assert masks.shape == ref_masks.shape == (3 if multimask else 1, 427, 640)
+        mask_diffs = {f"{label} masks": _max_diff(masks, ref_masks), f"{label} low-res": _max_diff(low, ref_low)}
+        score_diffs = {f"{label} iou": _max_diff(iou, ref_iou)}
+        with torch.no_grad():
+            expected = ref._forward_sam_heads(
+                theirs["image_embed"], high_res_features=theirs["high_res_feats"], multimask_output=multimask,
+                point_inputs={"point_coords": torch.from_numpy(coords[None]), "point_labels": torch.from_numpy(labels[None])},
+            )
+        got = jax.jit(lambda m, f, c, lab, mm=multimask: m.forward_sam_heads(
+            f["image_embed"], c, lab, high_res_features=f["high_res_feats"], multimask_output=mm
+        ))(model, ours, jnp.asarray(coords[None]), jnp.asarray(labels[None]))
+        score_diffs[f"{label} object score"] = _max_diff(got["object_score_logits"], expected[6].numpy())
+        score_diffs[f"{label} heads iou"] = _max_diff(got["ious"], expected[2].numpy())
+        score_diffs[f"{label} obj_ptr"] = _max_diff(got["obj_ptr"], expected[5].numpy())
+        mask_diffs[f"{label} heads high-res"] = _max_diff(got["high_res_masks"], expected[4].numpy())
+        diffs.update(mask_diffs, **score_diffs)
+        for key, value in mask_diffs.items():
+            assert value <= 1e-3, (key, diffs)
+        for key, value in score_diffs.items():
+            assert value <= 1e-4, (key, diffs)
+    print("base+ max abs diffs:", {k: f"{v:.2e}" for k, v in diffs.items()})
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Memory modules (forward parity on random inputs; the streaming video predictor is not ported yet)
 # ----------------------------------------------------------------------------------------------------------------------
@@ -329,8 +407,9 @@ def test_memory_encoder_parity(small):
 
 
 @pytest.mark.slow
-def test_video_tracking_parity(small, tmp_path):
-    """Streaming tracker vs the official SAM2VideoPredictor: a click on frame 0, then 2 tracked frames (512)."""
+@pytest.mark.parametrize("setup", ["small", "base_plus"], ids=["tiny-512", "base_plus-256"])
+def test_video_tracking_parity(setup, request, tmp_path):
+    """Streaming tracker vs the official SAM2VideoPredictor: a click on frame 0, then 2 tracked frames."""
     torch = require("torch")
     from PIL import Image
     from sam2.build_sam import build_sam2_video_predictor
@@ -338,26 +417,33 @@ def test_video_tracking_parity(small, tmp_path):
     from models.sam2.predictor import preprocess
     from models.sam2.video import SAM2VideoTracker
 
-    frames = [np.roll(small["image"], 12 * k, axis=1) for k in range(3)]  # a camera pan
+    setup = request.getfixturevalue(setup)
+    size = setup["size"]
+    frames = [np.roll(setup["image"], 12 * k, axis=1) for k in range(3)]  # a camera pan
     for index, frame in enumerate(frames):
         Image.fromarray(frame).save(tmp_path / f"{index:05d}.jpg")
-    ref = build_sam2_video_predictor("configs/sam2/sam2_hiera_t.yaml", ckpt_path=None, device="cpu",
-                                     hydra_overrides_extra=[f"++model.image_size={SMALL}"])
-    ref.load_state_dict(torch.load(small["path"], weights_only=True)["model"])
+    ref = build_sam2_video_predictor(_config(setup["name"]), ckpt_path=None, device="cpu",
+                                     hydra_overrides_extra=[f"++model.image_size={size}"])
+    ref.load_state_dict(torch.load(setup["path"], weights_only=True)["model"])
     ref.eval()
     state = ref.init_state(str(tmp_path))
     # Same pixels on both sides: the official video loader resizes with PIL, the image predictor with torchvision.
-    state["images"] = torch.stack([torch.from_numpy(preprocess(f, SMALL)).permute(2, 0, 1) for f in frames])
+    state["images"] = torch.stack([torch.from_numpy(preprocess(f, size)).permute(2, 0, 1) for f in frames])
     state["cached_features"] = {}
     with torch.inference_mode():
         _, _, first = ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=POINT["point_coords"].tolist(), labels=POINT["point_labels"].tolist())
         expected = {index: masks[0].numpy() for index, _, masks in ref.propagate_in_video(state)}
 
-    tracker = SAM2VideoTracker(small["model"], num_frames=len(frames))
+    tracker = SAM2VideoTracker(setup["model"], num_frames=len(frames))
     got = tracker.add_points(0, frames[0], points=POINT["point_coords"], labels=POINT["point_labels"])
     assert got.shape == (1, 427, 640)
-    assert _max_diff(got, first[0].numpy()) <= 1e-3
+    diffs = [_max_diff(got, first[0].numpy())]
     for index in range(1, len(frames)):
-        assert _max_diff(tracker.track(index, frames[index]), expected[index]) <= 1e-3, index
+        diffs.append(_max_diff(tracker.track(index, frames[index]), expected[index]))
+    print(f"{setup['name']} video mask-logit max abs diffs per frame:", [f"{d:.2e}" for d in diffs])
+    for index, diff in enumerate(diffs):
+        assert diff <= 1e-3, (index, diffs)
+    if setup["name"] != "sam2_hiera_t":  # the tiny checkpoint scores "no object" (every mask gated to -1024)
+        assert all(np.ptp(masks) > 0 for masks in expected.values()), "gated masks: nothing compared"
     with pytest.raises(ValueError, match="frame of size"):
         tracker.track(3, frames[0][:100])
