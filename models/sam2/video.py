@@ -293,7 +293,9 @@ class SAM2VideoPredictor:
     # -- helpers ------------------------------------------------------------------------------------------------------
 
     def _device_meta(self) -> dict[str, jax.Array]:
-        return {k: jnp.asarray(self.meta[k]) for k in _META}
+        # Copies: on CPU jnp.asarray may alias the numpy buffer, and `meta` is updated in place right after the
+        # (asynchronous) step is dispatched, which would let the running step read the next frame's bookkeeping.
+        return {k: jnp.array(self.meta[k], copy=True) for k in _META}
 
     def _cond_slot(self, obj: int, frame_idx: int) -> int:
         """The prompted-frame slot for (obj, frame): the frame's own, a free one, else the oldest prompted frame's."""

@@ -19,7 +19,12 @@ SIZE = 256
 
 @pytest.fixture(scope="module")
 def model():
-    return zoo.create_model("sam2.1_hiera_t", image_size=SIZE, rngs=nnx.Rngs(0))
+    model = zoo.create_model("sam2.1_hiera_t", image_size=SIZE, rngs=nnx.Rngs(0))
+    # Random weights score "no object", which gates every mask to -1024 and would make the comparisons below empty:
+    # raise the object-score head's output bias so tracked masks carry real values.
+    last = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
+    last.bias.set_value(last.bias.get_value() + 10.0)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -50,22 +55,33 @@ def test_memory_stays_flat_and_compiles_once(model, frames):
     assert predictor._features._cache_size() == 1
 
 
+@pytest.mark.xfail(
+    reason="open bug (issue 5): with ungated masks, object 7 in the two-object predictor differs from its own "
+    "tracker from frame 2 (where object 9 is added) on: max abs 0.045 on mask logits (bound 1e-3). Until this test "
+    "raised the object-score bias, every mask was gated to -1024 and the comparison was empty.",
+    strict=False,
+)
 def test_several_objects_match_one_tracker_each(model, frames):
     """Objects are independent: batching them (one added later, by box) equals one tracker per object."""
     predictor = SAM2VideoPredictor(model, num_frames=6)
-    first = SAM2VideoTracker(model, num_frames=6)
-    second = SAM2VideoTracker(model, num_frames=6)
-    got = predictor.add_points(0, frames[0], obj_id=7, points=[[80, 50]], labels=[1])
-    np.testing.assert_allclose(got, first.add_points(0, frames[0], points=[[80, 50]], labels=[1])[0], atol=1e-4)
+    batched = {0: predictor.add_points(0, frames[0], obj_id=7, points=[[80, 50]], labels=[1])}
     for index in range(1, 6):
         if index == 2:
-            got = predictor.add_points(2, frames[2], obj_id=9, box=[10, 10, 60, 90])
-            np.testing.assert_allclose(got, second.add_points(2, frames[2], box=[10, 10, 60, 90])[0], atol=1e-4)
-        logits = predictor.track(index, frames[index])
-        np.testing.assert_allclose(logits[0], first.track(index, frames[index])[0], atol=1e-3)
-        if index >= 2:
-            np.testing.assert_allclose(logits[1], second.track(index, frames[index])[0], atol=1e-3)
+            batched["box"] = predictor.add_points(2, frames[2], obj_id=9, box=[10, 10, 60, 90])
+        batched[index] = predictor.track(index, frames[index])
     assert predictor.obj_ids == [7, 9]
+
+    first = SAM2VideoTracker(model, num_frames=6)
+    np.testing.assert_allclose(batched[0], first.add_points(0, frames[0], points=[[80, 50]], labels=[1])[0], atol=1e-4)
+    for index in range(1, 6):
+        expected = first.track(index, frames[index])[0]
+        assert np.ptp(expected) > 0, "masks gated to a constant: the comparison would be empty"
+        np.testing.assert_allclose(batched[index][0], expected, atol=1e-3)
+
+    second = SAM2VideoTracker(model, num_frames=6)
+    np.testing.assert_allclose(batched["box"], second.add_points(2, frames[2], box=[10, 10, 60, 90])[0], atol=1e-4)
+    for index in range(3, 6):
+        np.testing.assert_allclose(batched[index][1], second.track(index, frames[index])[0], atol=1e-3)
 
 
 def test_correction_click_on_a_tracked_frame(model, frames):
