@@ -65,6 +65,29 @@ class Task:
         """Host-local eval batches with a float "mask" entry (0 for padding); may be empty."""
         return ()
 
+    def data_source(self, which: str):
+        """The `zoo.data` source that `config.data[which]` ({name, split, kwargs}) names."""
+        from zoo import data as data_lib
+
+        spec = self.config.data[which]
+        return data_lib.get_source(spec.name, split=spec.get("split", which), **dict(spec.get("kwargs", {}) or {}))
+
+    def eval_pipeline(self, transform, *, process_index: int, process_count: int):
+        """One padded pass over `config.data.eval` (padding rows have `_mask` False), or None without an eval set."""
+        from zoo import data as data_lib
+
+        data = self.config.data
+        if not data.get("eval", None):
+            return None
+        return data_lib.make_pipeline(
+            self.data_source("eval"),
+            batch_size=int(data.get("eval_batch_size", 0) or self.config.batch_size),
+            train=False,
+            transform=transform,
+            process_index=process_index,
+            process_count=process_count,
+        )
+
     # ---- computation (traced under jit) ---------------------------------------------------------------------------
     def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(scalar loss, {metric name: scalar}) on one (micro)batch in training mode."""

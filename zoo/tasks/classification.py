@@ -87,10 +87,6 @@ class ClassificationTask(Task):
             std=tuple(d.get("std", data_lib.IMAGENET_STD)),
         )
 
-    def _source(self, which: str):
-        spec = self.data_config[which]
-        return data_lib.get_source(spec.name, split=spec.get("split", which), **dict(spec.get("kwargs", {}) or {}))
-
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
         d = self.data_config
         batch_transform = None
@@ -104,7 +100,7 @@ class ClassificationTask(Task):
                 label_smoothing=d.get("label_smoothing", 0.0),
             )
         pipeline = data_lib.make_pipeline(
-            self._source("train"),
+            self.data_source("train"),
             batch_size=int(self.config.batch_size),
             train=True,
             transform=self._transform(train=True),
@@ -116,17 +112,11 @@ class ClassificationTask(Task):
         return iter(pipeline)
 
     def eval_batches(self, *, process_index: int, process_count: int):
-        if not self.data_config.get("eval", None):
-            return ()
-        batch_size = int(self.data_config.get("eval_batch_size", 0) or self.config.batch_size)
-        pipeline = data_lib.make_pipeline(
-            self._source("eval"),
-            batch_size=batch_size,
-            train=False,
-            transform=self._transform(train=False),
-            process_index=process_index,
-            process_count=process_count,
+        pipeline = self.eval_pipeline(
+            self._transform(train=False), process_index=process_index, process_count=process_count
         )
+        if pipeline is None:
+            return ()
         return (
             {"image": b["image"], "label": b["label"], "mask": b[data_lib.MASK_KEY].astype(np.float32)}
             for b in pipeline

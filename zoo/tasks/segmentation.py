@@ -139,11 +139,10 @@ class PromptableSegmentationTask(Task):
         return zoo.create_model(self.model_name(), pretrained=pretrained, rngs=rngs, **self.model_overrides())
 
     # ---- data ----------------------------------------------------------------------------------------------------
-    def _source(self, which: str):
+    def data_source(self, which: str):
         import zoo.data.video  # noqa: F401  (registers the vtest person-mask source)
 
-        spec = self.data_config[which]
-        return data_lib.get_source(spec.name, split=spec.get("split", which), **dict(spec.get("kwargs", {}) or {}))
+        return super().data_source(which)
 
     def _transform(self, train: bool) -> PromptTransform:
         d = self.data_config
@@ -152,20 +151,18 @@ class PromptableSegmentationTask(Task):
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
         pipeline = data_lib.make_pipeline(
-            self._source("train"), batch_size=int(self.config.batch_size), train=True,
+            self.data_source("train"), batch_size=int(self.config.batch_size), train=True,
             transform=self._transform(train=True), seed=seed, process_index=process_index,
             process_count=process_count,
         )
         return iter(pipeline)
 
     def eval_batches(self, *, process_index: int, process_count: int):
-        if not self.data_config.get("eval", None):
-            return ()
-        batch_size = int(self.data_config.get("eval_batch_size", 0) or self.config.batch_size)
-        pipeline = data_lib.make_pipeline(
-            self._source("eval"), batch_size=batch_size, train=False, transform=self._transform(train=False),
-            process_index=process_index, process_count=process_count,
+        pipeline = self.eval_pipeline(
+            self._transform(train=False), process_index=process_index, process_count=process_count
         )
+        if pipeline is None:
+            return ()
         keys = ("image", "mask", "point_coords", "point_labels")
         return ({**{k: b[k] for k in keys}, "valid": b[data_lib.MASK_KEY].astype(np.float32)} for b in pipeline)
 
