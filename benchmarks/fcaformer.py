@@ -27,12 +27,12 @@ import types
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 import zoo
+from benchmarks.common import nnx_classifier_runners, torch_classifier_runners
 
 MODEL = "fcaformer_l2"
 DROP_PATH = 0.1  # the L2 recipe
@@ -51,33 +51,7 @@ def setup_ours(images: np.ndarray, labels: np.ndarray) -> dict:
     """nnx.jit train step (BatchNorm stats and drop-path RNG updated in place, AdamW via nnx.Optimizer) and inference."""
     model = zoo.create_model(MODEL, rngs=nnx.Rngs(params=0, dropout=1), drop_path_rate=DROP_PATH)
     optimizer = nnx.Optimizer(model, optax.adamw(2e-3, weight_decay=0.05), wrt=nnx.Param)
-    x, y = jnp.asarray(images), jnp.asarray(labels)
-
-    @nnx.jit
-    def train_step(model, optimizer, x, y):
-        def loss_fn(model):
-            logits = model(x, train=True)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    @nnx.jit
-    def infer(model, x):
-        return model(x)
-
-    # cached_partial skips re-walking the object graph on every call (flax performance guide).
-    train_step = nnx.cached_partial(train_step, model, optimizer)
-    infer = nnx.cached_partial(infer, model)
-
-    def run_train():
-        train_step(x, y).block_until_ready()
-
-    def run_infer():
-        infer(x).block_until_ready()
-
-    return {"train": run_train, "infer": run_infer}
+    return nnx_classifier_runners(model, optimizer, images, labels)
 
 
 def load_official(repo: str):
@@ -105,22 +79,7 @@ def setup_official(module, images: np.ndarray, labels: np.ndarray) -> dict:
 
     model = module.fcaformer_l2(drop_path_rate=DROP_PATH)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(labels).long()
-
-    def run_train():
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-
-    def run_infer():
-        model.eval()
-        with torch.no_grad():
-            model(x)
-
-    return {"train": run_train, "infer": run_infer}
+    return torch_classifier_runners(model, optimizer, images, labels)
 
 
 def main(argv: list[str] | None = None) -> int:

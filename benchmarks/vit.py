@@ -26,6 +26,7 @@ import optax
 from flax import nnx
 
 import zoo
+from benchmarks.common import torch_classifier_runners
 
 
 def _time(step, iters: int, warmup: int) -> list[float]:
@@ -78,22 +79,8 @@ def bench_timm(name: str, images: np.ndarray, labels: np.ndarray, iters: int, wa
 
     model = timm.create_model(name, pretrained=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(labels).long()
-
-    def run_train():
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-
-    def run_infer():
-        model.eval()
-        with torch.no_grad():
-            model(x)
-
-    return {"train": _time(run_train, iters, warmup), "infer": _time(run_infer, iters, warmup)}
+    runners = torch_classifier_runners(model, optimizer, images, labels)
+    return {"train": _time(runners["train"], iters, warmup), "infer": _time(runners["infer"], iters, warmup)}
 
 
 def main(argv: list[str] | None = None) -> int:
