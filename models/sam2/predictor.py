@@ -33,6 +33,17 @@ def preprocess(image: np.ndarray, size: int) -> np.ndarray:
     return ((x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)).astype(np.float32)
 
 
+def to_device(tree: Any) -> Any:
+    """Host (numpy) arrays -> device arrays whose transfer has completed.
+
+    A host-to-device transfer on CPU may read its numpy source after the call returns (while the computation that
+    consumes it is queued). Handing over a temporary, or a bookkeeping array that is updated in place right after the
+    step is dispatched, then lets the step read freed or next-step memory: nondeterministic results. Copying and
+    waiting for the (tiny) transfers here makes every step see exactly the values it was given.
+    """
+    return jax.block_until_ready(jax.tree.map(lambda a: jnp.array(np.array(a, copy=True)), tree))
+
+
 def _as_array(value: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(value, np.float32)
@@ -98,7 +109,7 @@ class SAM2ImagePredictor:
             raise ValueError(f"set_image expects uint8 pixels in [0, 255]; got dtype {image.dtype}")
         self.reset_predictor()
         x = preprocess(image, self.image_size)[None]
-        self._features = self._encode(self._state, jnp.asarray(x))
+        self._features = self._encode(self._state, to_device(x))
         self._orig_hw = (int(image.shape[0]), int(image.shape[1]))
 
     def get_image_embedding(self) -> jax.Array:
@@ -161,8 +172,8 @@ class SAM2ImagePredictor:
             batch = boxes.shape[0]
         if coords is not None:
             scale = np.asarray([width, height], np.float32) if normalize_coords else np.ones(2, np.float32)
-            coords = jnp.asarray(coords / scale * self.image_size, jnp.float32)
-            labels = jnp.asarray(labels, jnp.int32)
+            coords, labels = to_device(((coords / scale * self.image_size).astype(np.float32),
+                                        np.asarray(labels, np.int32)))
         masks_in = None
         if mask_input is not None:
             masks_in = _as_array(mask_input, "mask_input")
@@ -173,7 +184,7 @@ class SAM2ImagePredictor:
                     f"mask_input must be low-res logits (1, {side}, {side}) or (B, 1, {side}, {side}) as returned by "
                     f"predict; got shape {np.shape(mask_input)}"
                 )
-            masks_in = jnp.asarray(masks_in)
+            masks_in = to_device(np.asarray(masks_in, np.float32))
         if coords is None and masks_in is None:
             raise ValueError("predict needs a prompt: point_coords/point_labels, box or mask_input")
         masks, iou, low_res = self._decode(

@@ -35,7 +35,7 @@ from flax import nnx
 from models.sam2.layers import bilinear_matrix, resize_hw
 from models.sam2.model import SAM2
 from models.sam2.neck import sine_position_encoding
-from models.sam2.predictor import preprocess
+from models.sam2.predictor import preprocess, to_device
 
 
 def _sine_1d(positions: jax.Array, dim: int, temperature: float = 10000.0) -> jax.Array:
@@ -71,7 +71,7 @@ class SAM2VideoPredictor:
         self._graphdef, self._params = nnx.split(model)
         side = self.config.embedding_size
         self._tokens = side * side
-        self._mem_pos = jnp.asarray(sine_position_encoding(side, side, self.config.mem_dim)).reshape(1, -1,
+        self._mem_pos = to_device(sine_position_encoding(side, side, self.config.mem_dim)).reshape(1, -1,
                                                                                                   self.config.mem_dim)
         self._features = jax.jit(self._features_fn)
         self._track_step = jax.jit(self._track_fn, donate_argnums=(3,))
@@ -256,7 +256,7 @@ class SAM2VideoPredictor:
         # Multimask only for 0 or 1 click (multimask_min/max_pt_num), as in `SAM2Base._use_multimask`.
         self.bank, masks = self._prompt_step(
             self._params, fpn, pos, self.bank, self._device_meta(), np.int32(frame_idx), np.int32(obj),
-            np.int32(slot), jnp.asarray(scaled[None]), jnp.asarray(point_labels[None]), mask_inputs,
+            np.int32(slot), *to_device((scaled[None], point_labels[None])), mask_inputs,
             with_memory=bool(tracked), multimask_output=len(point_labels) <= 1,
         )
         # The frame is now a prompted frame of this object: drop it from the tracked rings.
@@ -279,7 +279,7 @@ class SAM2VideoPredictor:
         write = ~is_cond.any(axis=1)
         cond_slot = np.argmax(is_cond, axis=1).astype(np.int32)
         self.bank, masks = self._track_step(self._params, fpn, pos, self.bank, self._device_meta(),
-                                            np.int32(frame_idx), jnp.asarray(write), jnp.asarray(cond_slot))
+                                            np.int32(frame_idx), *to_device((write, cond_slot)))
         slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
         meta["mem_frame"][write, slot], meta["mem_valid"][write, slot] = frame_idx, True
         meta["ptr_frame"][write, ptr_slot], meta["ptr_valid"][write, ptr_slot] = frame_idx, True
@@ -293,9 +293,8 @@ class SAM2VideoPredictor:
     # -- helpers ------------------------------------------------------------------------------------------------------
 
     def _device_meta(self) -> dict[str, jax.Array]:
-        # Copies: on CPU jnp.asarray may alias the numpy buffer, and `meta` is updated in place right after the
-        # (asynchronous) step is dispatched, which would let the running step read the next frame's bookkeeping.
-        return {k: jnp.array(self.meta[k], copy=True) for k in _META}
+        # `meta` is updated in place right after the (asynchronous) step is dispatched: see `to_device`.
+        return to_device({k: self.meta[k] for k in _META})
 
     def _cond_slot(self, obj: int, frame_idx: int) -> int:
         """The prompted-frame slot for (obj, frame): the frame's own, a free one, else the oldest prompted frame's."""
@@ -319,7 +318,7 @@ class SAM2VideoPredictor:
         elif image.shape[:2] != self.video_hw:
             raise ValueError(f"frame of size {image.shape[:2]} in a video of size {self.video_hw}")
         if self._cached is None or self._cached[0] != frame_idx:
-            images = jnp.asarray(preprocess(image, self.config.image_size)[None])
+            images = to_device(preprocess(image, self.config.image_size)[None])
             self._cached = (frame_idx, self._features(self._params, images))
         return self._cached[1]
 

@@ -55,12 +55,6 @@ def test_memory_stays_flat_and_compiles_once(model, frames):
     assert predictor._features._cache_size() == 1
 
 
-@pytest.mark.xfail(
-    reason="open bug (issue 5): with ungated masks, object 7 in the two-object predictor differs from its own "
-    "tracker from frame 2 (where object 9 is added) on: max abs 0.045 on mask logits (bound 1e-3). Until this test "
-    "raised the object-score bias, every mask was gated to -1024 and the comparison was empty.",
-    strict=False,
-)
 def test_several_objects_match_one_tracker_each(model, frames):
     """Objects are independent: batching them (one added later, by box) equals one tracker per object."""
     predictor = SAM2VideoPredictor(model, num_frames=6)
