@@ -3,10 +3,12 @@
     predictor = SAM2VideoPredictor(model)
     predictor.add_points(0, frame0, obj_id=1, points=[[210, 350]], labels=[1])   # (H, W) mask logits of object 1
     predictor.add_points(0, frame0, obj_id=2, box=[300, 100, 420, 380])
+    predictor.add_mask(0, frame0, obj_id=3, mask=binary_mask)                   # (H, W) bool mask prompt
     for index, frame in enumerate(frames[1:], start=1):
         logits = predictor.track(index, frame)          # (num_objects, H, W), rows in predictor.obj_ids order
         # a correction click on the frame just tracked refines it from the memories and makes it a prompted frame:
         # predictor.add_points(index, frame, obj_id=2, points=[[...]], labels=[0])
+    # backwards from a prompt on the last frame: predictor.track(index, frame, reverse=True) for decreasing indices
 
 Frames arrive one at a time (webcam / RTSP / a loader); nothing is preloaded. Inference follows the official
 `SAM2VideoPredictor` (`build_sam2_video_predictor` overrides): 1-click prompts use the multimask output, tracked
@@ -21,6 +23,11 @@ per object, `max_cond_frames` slots for prompted frames (the most recent ones ar
 the jitted step the slots outside the model's temporal window (or never written) are hidden from memory attention
 with a key mask, which gives the same result as the official variable-length memory. Adding an object grows the
 leading (object) axis of the bank: the step compiles once per number of objects.
+
+Reverse tracking reads the same rings with time mirrored (the "previous" frames are the later ones). The rings hold
+the last tracked frames in feeding order, so a reverse pass that follows a long forward pass from the same prompt
+sees only the memories still in the ring, where the official predictor, which keeps every frame's output, would
+also reuse forward-pass memories of frames just after the current one.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class SAM2VideoPredictor:
         self._track_step = jax.jit(self._track_fn, donate_argnums=(3,))
         self._prompt_step = jax.jit(self._prompt_fn, donate_argnums=(3,),
                                     static_argnames=("with_memory", "multimask_output"))
+        self._mask_step = jax.jit(self._mask_fn, donate_argnums=(2,))
         self._to_video = jax.jit(lambda m, hw: resize_hw(m, hw, bilinear_matrix, axes=(1, 2)), static_argnums=1)
         self.reset()
 
@@ -109,6 +117,7 @@ class SAM2VideoPredictor:
             "mem_frame": np.zeros((count, s), np.int32), "mem_valid": np.zeros((count, s), bool),
             "ptr_frame": np.zeros((count, p), np.int32), "ptr_valid": np.zeros((count, p), bool),
             "last_frame": np.full((count,), -1, np.int64),
+            "sign": np.ones((count,), np.int32),  # direction the object's last tracked frame was tracked in
         }
 
     def _add_object(self, obj_id: Any) -> int:
@@ -127,8 +136,10 @@ class SAM2VideoPredictor:
         out = nnx.merge(self._graphdef, params).forward_image(images)
         return out["backbone_fpn"], out["vision_pos_enc"][-1]
 
-    def _gather(self, model, bank, meta, frame_idx):
-        """Memory tokens, positions and key mask for every object (`_prepare_memory_conditioned_features`)."""
+    def _gather(self, model, bank, meta, frame_idx, sign):
+        """Memory tokens, positions and key mask for every object (`_prepare_memory_conditioned_features`).
+
+        sign is +1 when tracking forward and -1 in reverse: "previous" frames are then the later ones."""
         cfg = self.config
         num_maskmem, mem_dim, hidden = cfg.num_maskmem, cfg.mem_dim, cfg.hidden_dim
         tpos = model.maskmem_tpos_enc[...].reshape(num_maskmem, 1, mem_dim)
@@ -136,7 +147,7 @@ class SAM2VideoPredictor:
         s = bank["mem"].shape[1]
         # Spatial memories: prompted frames (t_pos 0) and tracked frames 1 .. num_maskmem - 1 frames back.
         cond_pos = self._mem_pos + tpos[num_maskmem - 1]
-        diff = frame_idx - meta["mem_frame"]
+        diff = (frame_idx - meta["mem_frame"]) * sign
         mem_ok = meta["mem_valid"] & (diff >= 1) & (diff <= num_maskmem - 1)
         mem_pos = self._mem_pos[None] + tpos[jnp.clip(diff - 1, 0, num_maskmem - 1)]  # [B, S, tokens, 64]
         memory = [bank["cond_mem"].reshape(count, c * tokens, mem_dim), bank["mem"].reshape(count, s * tokens, mem_dim)]
@@ -145,8 +156,8 @@ class SAM2VideoPredictor:
         masks = [jnp.repeat(meta["cond_valid"], tokens, axis=1), jnp.repeat(mem_ok, tokens, axis=1)]
         # Object pointers: prompted frames up to now, then tracked frames up to max_obj_ptrs - 1 back.
         ptrs = jnp.concatenate([bank["cond_ptr"], bank["ptr"]], axis=1)  # [B, C + P, 256]
-        cond_offset = frame_idx - meta["cond_frame"]
-        ptr_diff = frame_idx - meta["ptr_frame"]
+        cond_offset = (frame_idx - meta["cond_frame"]) * sign  # only pointers "in the past" of the direction
+        ptr_diff = (frame_idx - meta["ptr_frame"]) * sign
         ptr_ok = jnp.concatenate([meta["cond_valid"] & (cond_offset >= 0),
                                   meta["ptr_valid"] & (ptr_diff >= 1) & (ptr_diff <= self.max_obj_ptrs - 1)], axis=1)
         offsets = jnp.concatenate([cond_offset, ptr_diff], axis=1).astype(jnp.float32)
@@ -162,9 +173,9 @@ class SAM2VideoPredictor:
         memory = jnp.concatenate([m.astype(jnp.float32) for m in memory], axis=1)
         return memory, jnp.concatenate(memory_pos, axis=1), jnp.concatenate(masks, axis=1), num_ptr_tokens
 
-    def _condition(self, model, feature, pos, bank, meta, frame_idx):
+    def _condition(self, model, feature, pos, bank, meta, frame_idx, sign):
         batch, height, width, channels = feature.shape
-        memory, memory_pos, memory_mask, num_ptr_tokens = self._gather(model, bank, meta, frame_idx)
+        memory, memory_pos, memory_mask, num_ptr_tokens = self._gather(model, bank, meta, frame_idx, sign)
         curr = feature.reshape(batch, height * width, channels)
         curr_pos = jnp.broadcast_to(pos, feature.shape).reshape(batch, height * width, channels)
         out = model.memory_attention(curr, memory, curr_pos, memory_pos, num_ptr_tokens, memory_mask=memory_mask)
@@ -180,12 +191,12 @@ class SAM2VideoPredictor:
         batch = features.shape[0]
         return features.reshape(batch, -1, features.shape[-1]).astype(jnp.bfloat16)  # stored in bf16, as official
 
-    def _track_fn(self, params, fpn, pos, bank, meta, frame_idx, write, cond_slot):
+    def _track_fn(self, params, fpn, pos, bank, meta, frame_idx, sign, write, cond_slot):
         """One tracked frame for every object; objects prompted on this frame (write False) keep their prompt mask."""
         model = nnx.merge(self._graphdef, params)
         count = bank["mem"].shape[0]
         fpn = [jnp.broadcast_to(f, (count, *f.shape[1:])) for f in fpn]
-        pix_feat = self._condition(model, fpn[2], pos, bank, meta, frame_idx)
+        pix_feat = self._condition(model, fpn[2], pos, bank, meta, frame_idx, sign)
         out = model.forward_sam_heads(pix_feat, None, None, None, (fpn[0], fpn[1]), multimask_output=True)
         features = self._encode_memory(model, fpn[2], out["high_res_masks"], out["object_score_logits"], False)
         slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
@@ -199,25 +210,56 @@ class SAM2VideoPredictor:
         bank["last_masks"] = masks
         return bank, masks
 
-    def _prompt_fn(self, params, fpn, pos, bank, meta, frame_idx, obj, slot, coords, labels, mask_inputs, *,
+    def _prompt_fn(self, params, fpn, pos, bank, meta, frame_idx, sign, obj, slot, coords, labels, mask_inputs, *,
                    with_memory, multimask_output):
         """Prompt object `obj` on this frame: heads (memory-conditioned if the frame was tracked), prompt memory."""
         model = nnx.merge(self._graphdef, params)
         if with_memory:
             one = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, obj, 1), (bank, meta))
-            pix_feat = self._condition(model, fpn[2], pos, *one, frame_idx)
+            pix_feat = self._condition(model, fpn[2], pos, *one, frame_idx, sign)
         else:  # an initial conditioning frame: `directly_add_no_mem_embed`
             pix_feat = fpn[2] + model.no_mem_embed[...].astype(fpn[2].dtype)
         out = model.forward_sam_heads(pix_feat, coords, labels, mask_inputs, (fpn[0], fpn[1]), multimask_output)
         size = self.config.image_size
         high_res = resize_hw(out["low_res_masks"], (size, size), bilinear_matrix, axes=(2, 3))
         features = self._encode_memory(model, fpn[2], high_res, out["object_score_logits"], True)
+        return self._write_prompt(bank, obj, slot, features[0], out["obj_ptr"][0], out["low_res_masks"][0, 0])
+
+    @staticmethod
+    def _write_prompt(bank, obj, slot, features, obj_ptr, low_res):
         bank = dict(bank)
-        bank["cond_mem"] = bank["cond_mem"].at[obj, slot].set(features[0])
-        bank["cond_ptr"] = bank["cond_ptr"].at[obj, slot].set(out["obj_ptr"][0])
-        bank["cond_masks"] = bank["cond_masks"].at[obj, slot].set(out["low_res_masks"][0, 0])
-        bank["last_masks"] = bank["last_masks"].at[obj].set(out["low_res_masks"][0, 0])
-        return bank, out["low_res_masks"][:, 0]
+        bank["cond_mem"] = bank["cond_mem"].at[obj, slot].set(features)
+        bank["cond_ptr"] = bank["cond_ptr"].at[obj, slot].set(obj_ptr)
+        bank["cond_masks"] = bank["cond_masks"].at[obj, slot].set(low_res)
+        bank["last_masks"] = bank["last_masks"].at[obj].set(low_res)
+        return bank, low_res[None]
+
+    def _mask_fn(self, params, fpn, bank, obj, slot, mask):
+        """A mask prompt (`_use_mask_as_output`, `use_mask_input_as_output_without_sam`): the mask *is* the output.
+
+        mask (H, W) float 0/1 at video resolution. As the official code: resized to the model's input size with
+        antialiased bilinear interpolation and thresholded at 0.5, logits +-10, low-res masks by antialiased
+        downsampling, the object pointer from the SAM heads prompted by the (conv-downsampled) mask on the raw image
+        features, the object score from whether the mask has any pixel, and the memory encoded from the upsampled
+        low-res masks, binarised (`propagate_in_video_preflight`).
+        """
+        model = nnx.merge(self._graphdef, params)
+        size, low = self.config.image_size, self.config.image_size // 4
+        mask = mask[None, None]
+        if mask.shape[-2:] != (size, size):
+            mask = resize_hw(mask, (size, size), lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
+            mask = (mask >= 0.5).astype(jnp.float32)
+        high_res = mask * 20.0 - 10.0
+        low_res = resize_hw(high_res, (low, low), lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
+        downsampled = model.mask_downsample(jnp.transpose(mask, (0, 2, 3, 1)))
+        out = model.forward_sam_heads(fpn[2], None, None, jnp.transpose(downsampled, (0, 3, 1, 2)),
+                                      (fpn[0], fpn[1]), multimask_output=False)
+        appearing = (mask > 0).any(axis=(1, 2, 3))[:, None].astype(jnp.float32)
+        obj_ptr = appearing * out["obj_ptr"] + (1 - appearing) * model.no_obj_ptr[...].astype(jnp.float32)
+        object_score_logits = 20.0 * appearing - 10.0
+        for_memory = resize_hw(low_res, (size, size), bilinear_matrix, axes=(2, 3))
+        features = self._encode_memory(model, fpn[2], for_memory, object_score_logits, True)
+        return self._write_prompt(bank, obj, slot, features[0], obj_ptr[0], low_res[0, 0])
 
     # -- public API ---------------------------------------------------------------------------------------------------
 
@@ -228,12 +270,12 @@ class SAM2VideoPredictor:
         points (N, 2) (x, y) pixels with labels (N,) 1/0; box (4,) x0, y0, x1, y1 (placed before the points).
         The frame becomes a prompted (conditioning) frame of the object. Prompting the frame the object was last
         segmented on refines that mask (it is the mask input), and when that frame was tracked the prediction is
-        memory-conditioned, as the official predictor does for a correction click on a tracked frame.
+        memory-conditioned (in the direction it was tracked), as the official predictor does for a correction click.
         """
         if (points is None) != (labels is None):
             raise ValueError("points and labels must be given together")
         if points is None and box is None:
-            raise ValueError("add_points needs points/labels or a box")
+            raise ValueError("add_points needs points/labels or a box (or use add_mask)")
         fpn, pos = self._frame_features(frame_idx, image)
         height, width = self.video_hw
         coords = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
@@ -247,43 +289,59 @@ class SAM2VideoPredictor:
         if not inside.all():
             raise ValueError(f"prompt (x, y) = {coords[~inside][0].tolist()} lies outside the {width}x{height} frame")
         scaled = coords / np.asarray([width, height], np.float32) * self.config.image_size
-        obj = self.obj_ids.index(obj_id) if obj_id in self.obj_ids else self._add_object(obj_id)
+        obj, slot = self._prompt_slot(obj_id, frame_idx)
         meta = self.meta
         tracked = (meta["mem_valid"][obj] & (meta["mem_frame"][obj] == frame_idx)).any()
         refine = meta["last_frame"][obj] == frame_idx
-        slot = self._cond_slot(obj, frame_idx)
         mask_inputs = jnp.clip(self.bank["last_masks"][obj][None, None], -32.0, 32.0) if refine else None
         # Multimask only for 0 or 1 click (multimask_min/max_pt_num), as in `SAM2Base._use_multimask`.
         self.bank, masks = self._prompt_step(
-            self._params, fpn, pos, self.bank, self._device_meta(), np.int32(frame_idx), np.int32(obj),
-            np.int32(slot), *to_device((scaled[None], point_labels[None])), mask_inputs,
+            self._params, fpn, pos, self.bank, self._device_meta(), np.int32(frame_idx), np.int32(meta["sign"][obj]),
+            np.int32(obj), np.int32(slot), *to_device((scaled[None], point_labels[None])), mask_inputs,
             with_memory=bool(tracked), multimask_output=len(point_labels) <= 1,
         )
-        # The frame is now a prompted frame of this object: drop it from the tracked rings.
-        meta["mem_valid"][obj] &= meta["mem_frame"][obj] != frame_idx
-        meta["ptr_valid"][obj] &= meta["ptr_frame"][obj] != frame_idx
-        meta["cond_frame"][obj, slot], meta["cond_valid"][obj, slot] = frame_idx, True
-        meta["last_frame"][obj] = frame_idx
-        return np.asarray(self._to_video(masks, self.video_hw))[0]
+        return self._prompted(obj, slot, frame_idx, masks)
 
-    def track(self, frame_idx: int, image: np.ndarray) -> np.ndarray:
+    def add_mask(self, frame_idx: int, image: np.ndarray, obj_id: Any = 0, mask: Any = None) -> np.ndarray:
+        """Prompt object `obj_id` on frame `frame_idx` with a binary (H, W) mask at video resolution.
+
+        As the official `add_new_mask`: the mask is taken as the output on that frame (no memory, no decoder
+        mask), the frame becomes a prompted frame. Returns the (H, W) mask logits (about +-10).
+        """
+        fpn, _ = self._frame_features(frame_idx, image)
+        mask = np.asarray(mask)
+        if mask.shape != self.video_hw:
+            raise ValueError(f"add_mask needs one (H, W) = {self.video_hw} mask (the frame's size); got shape "
+                             f"{mask.shape}")
+        if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
+            raise ValueError("add_mask needs a binary mask (bool or 0/1); threshold logits or probabilities first")
+        obj, slot = self._prompt_slot(obj_id, frame_idx)
+        self.bank, masks = self._mask_step(self._params, fpn, self.bank, np.int32(obj), np.int32(slot),
+                                           to_device(mask.astype(np.float32)))
+        return self._prompted(obj, slot, frame_idx, masks)
+
+    def track(self, frame_idx: int, image: np.ndarray, reverse: bool = False) -> np.ndarray:
         """Segment every object in a new frame from its memories; returns (num_objects, H, W) mask logits.
 
-        Rows follow `self.obj_ids`. Objects prompted on this frame return their prompt mask.
+        Rows follow `self.obj_ids`. Objects prompted on this frame return their prompt mask. reverse=True tracks
+        backwards in time (frames fed in decreasing order, like the official `propagate_in_video(reverse=True)`):
+        the memories and object pointers then come from the later frames.
         """
         if not self.obj_ids:
-            raise RuntimeError("prompt an object with add_points(...) before tracking")
+            raise RuntimeError("prompt an object with add_points(...) or add_mask(...) before tracking")
         fpn, pos = self._frame_features(frame_idx, image)
         meta = self.meta
         is_cond = meta["cond_valid"] & (meta["cond_frame"] == frame_idx)
         write = ~is_cond.any(axis=1)
         cond_slot = np.argmax(is_cond, axis=1).astype(np.int32)
+        sign = -1 if reverse else 1
         self.bank, masks = self._track_step(self._params, fpn, pos, self.bank, self._device_meta(),
-                                            np.int32(frame_idx), *to_device((write, cond_slot)))
+                                            np.int32(frame_idx), np.int32(sign), *to_device((write, cond_slot)))
         slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
         meta["mem_frame"][write, slot], meta["mem_valid"][write, slot] = frame_idx, True
         meta["ptr_frame"][write, ptr_slot], meta["ptr_valid"][write, ptr_slot] = frame_idx, True
         meta["last_frame"][:] = frame_idx
+        meta["sign"][write] = sign
         return np.asarray(self._to_video(masks, self.video_hw))
 
     def state_nbytes(self) -> int:
@@ -295,6 +353,20 @@ class SAM2VideoPredictor:
     def _device_meta(self) -> dict[str, jax.Array]:
         # `meta` is updated in place right after the (asynchronous) step is dispatched: see `to_device`.
         return to_device({k: self.meta[k] for k in _META})
+
+    def _prompt_slot(self, obj_id: Any, frame_idx: int) -> tuple[int, int]:
+        """(object row, prompted-frame slot) for a prompt; a new obj_id adds an object."""
+        obj = self.obj_ids.index(obj_id) if obj_id in self.obj_ids else self._add_object(obj_id)
+        return obj, self._cond_slot(obj, frame_idx)
+
+    def _prompted(self, obj: int, slot: int, frame_idx: int, masks: jax.Array) -> np.ndarray:
+        """Bookkeeping after a prompt step: the frame is now a prompted frame of the object."""
+        meta = self.meta
+        meta["mem_valid"][obj] &= meta["mem_frame"][obj] != frame_idx  # drop it from the tracked rings
+        meta["ptr_valid"][obj] &= meta["ptr_frame"][obj] != frame_idx
+        meta["cond_frame"][obj, slot], meta["cond_valid"][obj, slot] = frame_idx, True
+        meta["last_frame"][obj] = frame_idx
+        return np.asarray(self._to_video(masks, self.video_hw))[0]
 
     def _cond_slot(self, obj: int, frame_idx: int) -> int:
         """The prompted-frame slot for (obj, frame): the frame's own, a free one, else the oldest prompted frame's."""
@@ -340,6 +412,10 @@ class SAM2VideoTracker:
         """Prompt the object on frame `frame_idx`; returns (1, H, W) mask logits (see `SAM2VideoPredictor`)."""
         return self.predictor.add_points(frame_idx, image, 0, points, labels, box)[None]
 
-    def track(self, frame_idx: int, image: np.ndarray) -> np.ndarray:
+    def add_mask(self, frame_idx: int, image: np.ndarray, mask: Any) -> np.ndarray:
+        """Prompt the object on frame `frame_idx` with a binary (H, W) mask; returns (1, H, W) mask logits."""
+        return self.predictor.add_mask(frame_idx, image, 0, mask)[None]
+
+    def track(self, frame_idx: int, image: np.ndarray, reverse: bool = False) -> np.ndarray:
         """Segment the object in a new frame from the memories; returns (1, H, W) mask logits."""
-        return self.predictor.track(frame_idx, image)
+        return self.predictor.track(frame_idx, image, reverse)

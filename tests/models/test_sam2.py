@@ -412,20 +412,15 @@ def test_memory_encoder_parity(small):
     assert _max_diff(pos, _nhwc(expected["vision_pos_enc"][0])) <= 1e-5
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("setup", ["small_tracking", "base_plus"], ids=["tiny-512", "base_plus-256"])
-def test_video_tracking_parity(setup, request, tmp_path):
-    """Streaming tracker vs the official SAM2VideoPredictor: a click on frame 0, then 2 tracked frames."""
+def _official_video(setup, frames, tmp_path):
+    """The official video predictor on `frames`, loaded from the same checkpoint, fed the same pixels as ours."""
     torch = require("torch")
     from PIL import Image
     from sam2.build_sam import build_sam2_video_predictor
 
     from models.sam2.predictor import preprocess
-    from models.sam2.video import SAM2VideoTracker
 
-    setup = request.getfixturevalue(setup)
     size = setup["size"]
-    frames = [np.roll(setup["image"], 12 * k, axis=1) for k in range(3)]  # a camera pan
     for index, frame in enumerate(frames):
         Image.fromarray(frame).save(tmp_path / f"{index:05d}.jpg")
     ref = build_sam2_video_predictor(_config(setup["name"]), ckpt_path=None, device="cpu",
@@ -436,19 +431,70 @@ def test_video_tracking_parity(setup, request, tmp_path):
     # Same pixels on both sides: the official video loader resizes with PIL, the image predictor with torchvision.
     state["images"] = torch.stack([torch.from_numpy(preprocess(f, size)).permute(2, 0, 1) for f in frames])
     state["cached_features"] = {}
-    with torch.inference_mode():
-        _, _, first = ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=POINT["point_coords"].tolist(), labels=POINT["point_labels"].tolist())
-        expected = {index: masks[0].numpy() for index, _, masks in ref.propagate_in_video(state)}
+    return ref, state
 
-    tracker = SAM2VideoTracker(setup["model"], num_frames=len(frames))
-    got = tracker.add_points(0, frames[0], points=POINT["point_coords"], labels=POINT["point_labels"])
-    assert got.shape == (1, 427, 640)
-    diffs = [_max_diff(got, first[0].numpy())]
-    for index in range(1, len(frames)):
-        diffs.append(_max_diff(tracker.track(index, frames[index]), expected[index]))
-    print(f"{setup['name']} video mask-logit max abs diffs per frame:", [f"{d:.2e}" for d in diffs])
+
+def _check_video(name, got, expected):
+    diffs = [_max_diff(got[index], expected[index]) for index in sorted(expected)]
+    print(f"{name} video mask-logit max abs diffs per frame:", [f"{d:.2e}" for d in diffs])
     for index, diff in enumerate(diffs):
         assert diff <= 1e-3, (index, diffs)
     assert all(np.ptp(masks) > 0 for masks in expected.values()), "gated masks: nothing compared"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setup", ["small_tracking", "base_plus"], ids=["tiny-512", "base_plus-256"])
+def test_video_tracking_parity(setup, request, tmp_path):
+    """Streaming tracker vs the official SAM2VideoPredictor: a click on frame 0, then 2 tracked frames."""
+    torch = require("torch")
+    from models.sam2.video import SAM2VideoTracker
+
+    setup = request.getfixturevalue(setup)
+    frames = [np.roll(setup["image"], 12 * k, axis=1) for k in range(3)]  # a camera pan
+    ref, state = _official_video(setup, frames, tmp_path)
+    with torch.inference_mode():
+        _, _, first = ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=POINT["point_coords"].tolist(),
+                                                labels=POINT["point_labels"].tolist())
+        expected = {index: masks[0].numpy() for index, _, masks in ref.propagate_in_video(state)}
+
+    tracker = SAM2VideoTracker(setup["model"], num_frames=len(frames))
+    got = {0: tracker.add_points(0, frames[0], points=POINT["point_coords"], labels=POINT["point_labels"])}
+    assert got[0].shape == (1, 427, 640)
+    assert _max_diff(got[0], first[0].numpy()) <= 1e-3
+    for index in range(1, len(frames)):
+        got[index] = tracker.track(index, frames[index])
+    _check_video(setup["name"], got, expected)
     with pytest.raises(ValueError, match="frame of size"):
         tracker.track(3, frames[0][:100])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["mask", "reverse"])
+def test_video_mask_prompt_and_reverse_parity(small_tracking, mode, tmp_path):
+    """A mask prompt (`add_new_mask`) on frame 0 then 2 tracked frames; a click on the last frame tracked backwards
+    (`propagate_in_video(reverse=True)`)."""
+    torch = require("torch")
+    from models.sam2.video import SAM2VideoTracker
+
+    setup = small_tracking
+    frames = [np.roll(setup["image"], 12 * k, axis=1) for k in range(3)]
+    ref, state = _official_video(setup, frames, tmp_path)
+    tracker = SAM2VideoTracker(setup["model"], num_frames=len(frames))
+    rows, cols = np.mgrid[:427, :640]
+    mask = ((rows - 250) / 90.0) ** 2 + ((cols - 300) / 140.0) ** 2 <= 1.0  # an ellipse at video resolution
+    with torch.inference_mode():
+        if mode == "mask":
+            ref.add_new_mask(state, frame_idx=0, obj_id=1, mask=mask)
+            expected = {index: masks[0].numpy() for index, _, masks in ref.propagate_in_video(state)}
+        else:
+            ref.add_new_points_or_box(state, frame_idx=2, obj_id=1, points=POINT["point_coords"].tolist(),
+                                      labels=POINT["point_labels"].tolist())
+            expected = {index: masks[0].numpy()
+                        for index, _, masks in ref.propagate_in_video(state, start_frame_idx=2, reverse=True)}
+    if mode == "mask":
+        got = {0: tracker.add_mask(0, frames[0], mask)}
+        got.update({index: tracker.track(index, frames[index]) for index in (1, 2)})
+    else:
+        got = {2: tracker.add_points(2, frames[2], points=POINT["point_coords"], labels=POINT["point_labels"])}
+        got.update({index: tracker.track(index, frames[index], reverse=True) for index in (1, 0)})
+    _check_video(f"{setup['name']} {mode}", got, expected)

@@ -107,3 +107,23 @@ def test_errors(model, frames):
     predictor.add_points(0, frames[0], points=[[80, 50]], labels=[1])
     with pytest.raises(ValueError, match="frame of size"):
         predictor.track(1, frames[1][:50])
+    with pytest.raises(ValueError, match=r"\(H, W\) = \(107, 160\) mask"):
+        predictor.add_mask(0, frames[0], obj_id=2, mask=np.ones((50, 50), bool))
+    with pytest.raises(ValueError, match="binary mask"):
+        predictor.add_mask(0, frames[0], obj_id=2, mask=np.full(frames[0].shape[:2], 0.7, np.float32))
+    assert predictor.obj_ids == [0]  # nothing was added by the rejected prompts
+
+
+def test_mask_prompt_then_points_refine_it(model, frames):
+    """A mask prompt is the output on its frame (logits +-10); a click on that frame then refines that mask."""
+    predictor = SAM2VideoPredictor(model)
+    mask = np.zeros(frames[0].shape[:2], bool)
+    mask[20:80, 40:120] = True
+    logits = predictor.add_mask(0, frames[0], obj_id="m", mask=mask)
+    assert logits.shape == mask.shape and np.abs(logits).max() <= 10.0 + 1e-4
+    assert ((logits > 0) == mask).mean() > 0.97  # low-res round trip blurs only the border
+    refined = predictor.add_points(0, frames[0], obj_id="m", points=[[60, 50]], labels=[1])
+    assert np.isfinite(refined).all() and not np.allclose(refined, logits)
+    assert predictor.meta["cond_valid"][0].sum() == 1  # still one prompted frame
+    tracked = predictor.track(1, frames[1])
+    assert tracked.shape == (1, *mask.shape) and np.isfinite(tracked).all()
