@@ -8,6 +8,11 @@ Variants (the part after the colon):
               model starts from random weights and the masks are not meaningful)
   vtest_fast  the same, a few steps at image_size 128 (smoke test / CI)
                 python train.py --config configs/sam2.py:vtest_fast --workdir runs/sam2_vtest_fast
+  vtest_video       multi-frame training with memory (task "video_segmentation"): clips of 4 frames following one
+                    person, frame 0 prompted by a click, box or its mask, frames 1-3 tracked through memory
+                    attention, image encoder frozen; 300 steps at image_size 256:
+                      python train.py --config configs/sam2.py:vtest_video --workdir runs/sam2_vtest_video
+  vtest_video_fast  the same, a few steps at image_size 128, clips of 3 frames (smoke test / CI)
 Reload: zoo.create_model("sam2_hiera_t", pretrained="runs/sam2_vtest").
 Needs vtest.avi (apt-get install opencv-doc) and PyAV (pip install av).
 """
@@ -50,6 +55,20 @@ def _vtest(config: ml_collections.ConfigDict, image_size: int) -> None:
     config.checkpoint_every = 100
 
 
+def _video(config: ml_collections.ConfigDict, image_size: int, clip_length: int) -> None:
+    """`_vtest` with clips: task video_segmentation, the SAM 2.1 recipe's prompt mix (pt 0.5, of which box 0.5)."""
+    _vtest(config, image_size)
+    config.task = "video_segmentation"
+    for split in ("train", "eval"):
+        config.data[split].name = "vtest_person_clips"
+        config.data[split].kwargs.clip_length = clip_length
+    config.data.clip_length = clip_length
+    config.data.pt_prob = 0.5
+    config.data.box_prob = 0.5
+    config.batch_size = 4
+    config.data.eval_batch_size = 4
+
+
 def get_config(arg: str = "vtest") -> ml_collections.ConfigDict:
     """Config for the variant named by `arg` (see the module docstring)."""
     config = base_config()
@@ -67,6 +86,21 @@ def get_config(arg: str = "vtest") -> ml_collections.ConfigDict:
         config.log_every = 1
         config.eval_every = 0
         config.checkpoint_every = 0
+    elif arg == "vtest_video":
+        _video(config, 256, clip_length=4)
+    elif arg == "vtest_video_fast":
+        _video(config, 128, clip_length=3)
+        for split in ("train", "eval"):
+            config.data[split].kwargs.max_frames = 100
+        config.batch_size = 2
+        config.num_train_steps = 8
+        config.optimizer.lr = 5e-4
+        config.optimizer.warmup_steps = 0
+        config.optimizer.clip_norm = 1.0
+        config.log_every = 1
+        config.eval_every = 0
+        config.checkpoint_every = 0
     else:
-        raise ValueError(f"unknown configs/sam2.py variant {arg!r}; use vtest or vtest_fast")
+        raise ValueError(f"unknown configs/sam2.py variant {arg!r}; use vtest, vtest_fast, vtest_video or "
+                         "vtest_video_fast")
     return config

@@ -58,59 +58,42 @@ def _sine_1d(positions: jax.Array, dim: int, temperature: float = 10000.0) -> ja
 _META = ("cond_frame", "cond_valid", "mem_frame", "mem_valid", "ptr_frame", "ptr_valid")
 
 
-class SAM2VideoPredictor:
-    """Tracks several objects through a stream of frames (uint8 RGB, all of one size) with a bounded memory bank."""
+class MemoryBank:
+    """The fixed-slot SAM2 memory of one or more objects: layout, memory-attention inputs, memory encoding.
 
-    def __init__(self, model: SAM2, *, num_frames: int | None = None, max_obj_ptrs: int = 16,
-                 max_cond_frames: int = 3):
-        """`num_frames` (if the video length is known) caps the object-pointer window like the official predictor;
-        `max_cond_frames` is the number of prompted frames each object keeps in memory (the most recent ones)."""
-        if not isinstance(model, SAM2):
-            raise TypeError(f"SAM2VideoPredictor needs a models.sam2.SAM2 model; got {type(model).__name__}")
-        if max_cond_frames < 1:
-            raise ValueError(f"max_cond_frames must be >= 1; got {max_cond_frames}")
-        self.model = model
-        self.config = model.config
-        self.max_obj_ptrs = max(min(num_frames, max_obj_ptrs) if num_frames else max_obj_ptrs, 1)
-        self.num_cond_slots = max_cond_frames
-        self.num_mem_slots = self.config.num_maskmem - 1
-        self.num_ptr_slots = max(max_obj_ptrs - 1, 1)
-        self._graphdef, self._params = nnx.split(model)
-        side = self.config.embedding_size
+    Pure functions of (model, bank, meta), traced inside the streaming predictor's jitted steps and inside the
+    multi-frame training loss (`zoo.tasks.video_segmentation`). Per object: `num_cond_slots` prompted frames,
+    `num_mem_slots` (num_maskmem - 1) tracked-frame memories and `num_ptr_slots` object pointers, each tagged with
+    its frame index; invalid or out-of-window slots are hidden from memory attention by a key mask.
+    """
+
+    def __init__(self, config, *, max_obj_ptrs: int = 16, num_cond_slots: int = 1, num_mem_slots: int | None = None,
+                 num_ptr_slots: int = 15, dtype: Any = jnp.bfloat16):
+        """dtype: storage of the spatial memories (bfloat16 at inference as the official predictor; float32 in
+        training, as `SAM2Train`)."""
+        self.config = config
+        self.dtype = dtype
+        self.max_obj_ptrs = max_obj_ptrs
+        self.num_cond_slots = num_cond_slots
+        self.num_mem_slots = config.num_maskmem - 1 if num_mem_slots is None else num_mem_slots
+        self.num_ptr_slots = num_ptr_slots
+        side = config.embedding_size
         self._tokens = side * side
-        self._mem_pos = to_device(sine_position_encoding(side, side, self.config.mem_dim)).reshape(1, -1,
-                                                                                                  self.config.mem_dim)
-        self._features = jax.jit(self._features_fn)
-        self._track_step = jax.jit(self._track_fn, donate_argnums=(3,))
-        self._prompt_step = jax.jit(self._prompt_fn, donate_argnums=(3,),
-                                    static_argnames=("with_memory", "multimask_output"))
-        self._mask_step = jax.jit(self._mask_fn, donate_argnums=(2,))
-        self._to_video = jax.jit(lambda m, hw: resize_hw(m, hw, bilinear_matrix, axes=(1, 2)), static_argnums=1)
-        self.reset()
+        self._mem_pos = sine_position_encoding(side, side, config.mem_dim).reshape(1, -1, config.mem_dim)
 
-    def reset(self) -> None:
-        """Forget every object, frame and prompt."""
-        self.obj_ids: list[Any] = []
-        self.bank: dict[str, jax.Array] | None = None
-        self.meta: dict[str, np.ndarray] = {}
-        self.video_hw: tuple[int, int] | None = None
-        self._cached: tuple[int, Any] | None = None  # (frame index, features) of the latest frame
-
-    # -- bank layout --------------------------------------------------------------------------------------------------
-
-    def _empty_bank(self, count: int) -> dict[str, jax.Array]:
+    def empty_bank(self, count: int) -> dict[str, jax.Array]:
         cfg, low = self.config, self.config.image_size // 4
         c, s, p, t = self.num_cond_slots, self.num_mem_slots, self.num_ptr_slots, self._tokens
         return {
-            "cond_mem": jnp.zeros((count, c, t, cfg.mem_dim), jnp.bfloat16),
+            "cond_mem": jnp.zeros((count, c, t, cfg.mem_dim), self.dtype),
             "cond_ptr": jnp.zeros((count, c, cfg.hidden_dim), jnp.float32),
             "cond_masks": jnp.zeros((count, c, low, low), jnp.float32),
-            "mem": jnp.zeros((count, s, t, cfg.mem_dim), jnp.bfloat16),
+            "mem": jnp.zeros((count, s, t, cfg.mem_dim), self.dtype),
             "ptr": jnp.zeros((count, p, cfg.hidden_dim), jnp.float32),
             "last_masks": jnp.zeros((count, low, low), jnp.float32),
         }
 
-    def _empty_meta(self, count: int) -> dict[str, np.ndarray]:
+    def empty_meta(self, count: int) -> dict[str, np.ndarray]:
         c, s, p = self.num_cond_slots, self.num_mem_slots, self.num_ptr_slots
         return {
             "cond_frame": np.zeros((count, c), np.int32), "cond_valid": np.zeros((count, c), bool),
@@ -120,23 +103,7 @@ class SAM2VideoPredictor:
             "sign": np.ones((count,), np.int32),  # direction the object's last tracked frame was tracked in
         }
 
-    def _add_object(self, obj_id: Any) -> int:
-        self.obj_ids.append(obj_id)
-        new_bank, new_meta = self._empty_bank(1), self._empty_meta(1)
-        if self.bank is None:
-            self.bank, self.meta = new_bank, new_meta
-        else:
-            self.bank = {k: jnp.concatenate([v, new_bank[k]]) for k, v in self.bank.items()}
-            self.meta = {k: np.concatenate([v, new_meta[k]]) for k, v in self.meta.items()}
-        return len(self.obj_ids) - 1
-
-    # -- jitted pieces ------------------------------------------------------------------------------------------------
-
-    def _features_fn(self, params, images):
-        out = nnx.merge(self._graphdef, params).forward_image(images)
-        return out["backbone_fpn"], out["vision_pos_enc"][-1]
-
-    def _gather(self, model, bank, meta, frame_idx, sign):
+    def gather(self, model, bank, meta, frame_idx, sign):
         """Memory tokens, positions and key mask for every object (`_prepare_memory_conditioned_features`).
 
         sign is +1 when tracking forward and -1 in reverse: "previous" frames are then the later ones."""
@@ -146,10 +113,10 @@ class SAM2VideoPredictor:
         count, c, tokens = bank["cond_mem"].shape[:3]
         s = bank["mem"].shape[1]
         # Spatial memories: prompted frames (t_pos 0) and tracked frames 1 .. num_maskmem - 1 frames back.
-        cond_pos = self._mem_pos + tpos[num_maskmem - 1]
+        cond_pos = jnp.asarray(self._mem_pos) + tpos[num_maskmem - 1]
         diff = (frame_idx - meta["mem_frame"]) * sign
         mem_ok = meta["mem_valid"] & (diff >= 1) & (diff <= num_maskmem - 1)
-        mem_pos = self._mem_pos[None] + tpos[jnp.clip(diff - 1, 0, num_maskmem - 1)]  # [B, S, tokens, 64]
+        mem_pos = jnp.asarray(self._mem_pos)[None] + tpos[jnp.clip(diff - 1, 0, num_maskmem - 1)]  # [B, S, tokens, 64]
         memory = [bank["cond_mem"].reshape(count, c * tokens, mem_dim), bank["mem"].reshape(count, s * tokens, mem_dim)]
         memory_pos = [jnp.tile(cond_pos, (count, c, 1)),
                       mem_pos.reshape(count, s * tokens, mem_dim)]
@@ -173,15 +140,15 @@ class SAM2VideoPredictor:
         memory = jnp.concatenate([m.astype(jnp.float32) for m in memory], axis=1)
         return memory, jnp.concatenate(memory_pos, axis=1), jnp.concatenate(masks, axis=1), num_ptr_tokens
 
-    def _condition(self, model, feature, pos, bank, meta, frame_idx, sign):
+    def condition(self, model, feature, pos, bank, meta, frame_idx, sign):
         batch, height, width, channels = feature.shape
-        memory, memory_pos, memory_mask, num_ptr_tokens = self._gather(model, bank, meta, frame_idx, sign)
+        memory, memory_pos, memory_mask, num_ptr_tokens = self.gather(model, bank, meta, frame_idx, sign)
         curr = feature.reshape(batch, height * width, channels)
         curr_pos = jnp.broadcast_to(pos, feature.shape).reshape(batch, height * width, channels)
         out = model.memory_attention(curr, memory, curr_pos, memory_pos, num_ptr_tokens, memory_mask=memory_mask)
         return out.reshape(batch, height, width, channels)
 
-    def _encode_memory(self, model, feature, high_res_masks, object_score_logits, binarize):
+    def encode_memory(self, model, feature, high_res_masks, object_score_logits, binarize):
         masks = (high_res_masks > 0).astype(jnp.float32) if binarize else jax.nn.sigmoid(high_res_masks)
         masks = masks * 20.0 - 10.0  # sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc
         features, _ = model.memory_encoder(feature, jnp.transpose(masks, (0, 2, 3, 1)), skip_mask_sigmoid=True)
@@ -189,16 +156,89 @@ class SAM2VideoPredictor:
             absent = (object_score_logits <= 0).astype(features.dtype)[:, :, None, None]
             features = features + absent * model.no_obj_embed_spatial[...].astype(features.dtype)
         batch = features.shape[0]
-        return features.reshape(batch, -1, features.shape[-1]).astype(jnp.bfloat16)  # stored in bf16, as official
+        return features.reshape(batch, -1, features.shape[-1]).astype(self.dtype)  # bf16 at inference, as official
+
+    def mask_as_output(self, model, fpn, mask):
+        """A mask prompt (`_use_mask_as_output`, `use_mask_input_as_output_without_sam`): the mask *is* the output.
+
+        mask [B, 1, H, W] float 0/1. As the official code: resized to the model's input size with antialiased
+        bilinear interpolation and thresholded at 0.5 (when not already that size), logits +-10, low-res masks by
+        antialiased downsampling, the object pointer from the SAM heads prompted by the (conv-downsampled) mask on the
+        raw image features, the object score from whether the mask has any pixel. Returns low_res [B, 1, h, w],
+        high_res [B, 1, S, S], obj_ptr [B, 256], object_score_logits [B, 1].
+        """
+        size, low = self.config.image_size, self.config.image_size // 4
+        if mask.shape[-2:] != (size, size):
+            mask = resize_hw(mask, (size, size), lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
+            mask = (mask >= 0.5).astype(jnp.float32)
+        high_res = mask * 20.0 - 10.0
+        low_res = resize_hw(high_res, (low, low), lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
+        downsampled = model.mask_downsample(jnp.transpose(mask, (0, 2, 3, 1)).astype(fpn[2].dtype))
+        out = model.forward_sam_heads(fpn[2], None, None, jnp.transpose(downsampled, (0, 3, 1, 2)),
+                                      (fpn[0], fpn[1]), multimask_output=False)
+        appearing = (mask > 0).any(axis=(1, 2, 3))[:, None].astype(jnp.float32)
+        obj_ptr = appearing * out["obj_ptr"].astype(jnp.float32) + (1 - appearing) * model.no_obj_ptr[...].astype(
+            jnp.float32)
+        return {"low_res_masks": low_res, "high_res_masks": high_res, "obj_ptr": obj_ptr,
+                "object_score_logits": 20.0 * appearing - 10.0}
+
+
+class SAM2VideoPredictor(MemoryBank):
+    """Tracks several objects through a stream of frames (uint8 RGB, all of one size) with a bounded memory bank."""
+
+    def __init__(self, model: SAM2, *, num_frames: int | None = None, max_obj_ptrs: int = 16,
+                 max_cond_frames: int = 3):
+        """`num_frames` (if the video length is known) caps the object-pointer window like the official predictor;
+        `max_cond_frames` is the number of prompted frames each object keeps in memory (the most recent ones)."""
+        if not isinstance(model, SAM2):
+            raise TypeError(f"SAM2VideoPredictor needs a models.sam2.SAM2 model; got {type(model).__name__}")
+        if max_cond_frames < 1:
+            raise ValueError(f"max_cond_frames must be >= 1; got {max_cond_frames}")
+        window = min(num_frames, max_obj_ptrs) if num_frames else max_obj_ptrs
+        super().__init__(model.config, max_obj_ptrs=max(window, 1), num_cond_slots=max_cond_frames,
+                         num_ptr_slots=max(max_obj_ptrs - 1, 1))
+        self.model = model
+        self._graphdef, self._params = nnx.split(model)
+        self._features = jax.jit(self._features_fn)
+        self._track_step = jax.jit(self._track_fn, donate_argnums=(3,))
+        self._prompt_step = jax.jit(self._prompt_fn, donate_argnums=(3,),
+                                    static_argnames=("with_memory", "multimask_output"))
+        self._mask_step = jax.jit(self._mask_fn, donate_argnums=(2,))
+        self._to_video = jax.jit(lambda m, hw: resize_hw(m, hw, bilinear_matrix, axes=(1, 2)), static_argnums=1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every object, frame and prompt."""
+        self.obj_ids: list[Any] = []
+        self.bank: dict[str, jax.Array] | None = None
+        self.meta: dict[str, np.ndarray] = {}
+        self.video_hw: tuple[int, int] | None = None
+        self._cached: tuple[int, Any] | None = None  # (frame index, features) of the latest frame
+
+    def _add_object(self, obj_id: Any) -> int:
+        self.obj_ids.append(obj_id)
+        new_bank, new_meta = self.empty_bank(1), self.empty_meta(1)
+        if self.bank is None:
+            self.bank, self.meta = new_bank, new_meta
+        else:
+            self.bank = {k: jnp.concatenate([v, new_bank[k]]) for k, v in self.bank.items()}
+            self.meta = {k: np.concatenate([v, new_meta[k]]) for k, v in self.meta.items()}
+        return len(self.obj_ids) - 1
+
+    # -- jitted pieces ------------------------------------------------------------------------------------------------
+
+    def _features_fn(self, params, images):
+        out = nnx.merge(self._graphdef, params).forward_image(images)
+        return out["backbone_fpn"], out["vision_pos_enc"][-1]
 
     def _track_fn(self, params, fpn, pos, bank, meta, frame_idx, sign, write, cond_slot):
         """One tracked frame for every object; objects prompted on this frame (write False) keep their prompt mask."""
         model = nnx.merge(self._graphdef, params)
         count = bank["mem"].shape[0]
         fpn = [jnp.broadcast_to(f, (count, *f.shape[1:])) for f in fpn]
-        pix_feat = self._condition(model, fpn[2], pos, bank, meta, frame_idx, sign)
+        pix_feat = self.condition(model, fpn[2], pos, bank, meta, frame_idx, sign)
         out = model.forward_sam_heads(pix_feat, None, None, None, (fpn[0], fpn[1]), multimask_output=True)
-        features = self._encode_memory(model, fpn[2], out["high_res_masks"], out["object_score_logits"], False)
+        features = self.encode_memory(model, fpn[2], out["high_res_masks"], out["object_score_logits"], False)
         slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
         w = write[:, None, None]
         bank = dict(bank)
@@ -216,13 +256,13 @@ class SAM2VideoPredictor:
         model = nnx.merge(self._graphdef, params)
         if with_memory:
             one = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, obj, 1), (bank, meta))
-            pix_feat = self._condition(model, fpn[2], pos, *one, frame_idx, sign)
+            pix_feat = self.condition(model, fpn[2], pos, *one, frame_idx, sign)
         else:  # an initial conditioning frame: `directly_add_no_mem_embed`
             pix_feat = fpn[2] + model.no_mem_embed[...].astype(fpn[2].dtype)
         out = model.forward_sam_heads(pix_feat, coords, labels, mask_inputs, (fpn[0], fpn[1]), multimask_output)
         size = self.config.image_size
         high_res = resize_hw(out["low_res_masks"], (size, size), bilinear_matrix, axes=(2, 3))
-        features = self._encode_memory(model, fpn[2], high_res, out["object_score_logits"], True)
+        features = self.encode_memory(model, fpn[2], high_res, out["object_score_logits"], True)
         return self._write_prompt(bank, obj, slot, features[0], out["obj_ptr"][0], out["low_res_masks"][0, 0])
 
     @staticmethod
@@ -235,31 +275,14 @@ class SAM2VideoPredictor:
         return bank, low_res[None]
 
     def _mask_fn(self, params, fpn, bank, obj, slot, mask):
-        """A mask prompt (`_use_mask_as_output`, `use_mask_input_as_output_without_sam`): the mask *is* the output.
-
-        mask (H, W) float 0/1 at video resolution. As the official code: resized to the model's input size with
-        antialiased bilinear interpolation and thresholded at 0.5, logits +-10, low-res masks by antialiased
-        downsampling, the object pointer from the SAM heads prompted by the (conv-downsampled) mask on the raw image
-        features, the object score from whether the mask has any pixel, and the memory encoded from the upsampled
-        low-res masks, binarised (`propagate_in_video_preflight`).
-        """
+        """A mask prompt on one object (`mask_as_output`); its memory is encoded from the upsampled low-res masks,
+        binarised, as `propagate_in_video_preflight` does."""
         model = nnx.merge(self._graphdef, params)
-        size, low = self.config.image_size, self.config.image_size // 4
-        mask = mask[None, None]
-        if mask.shape[-2:] != (size, size):
-            mask = resize_hw(mask, (size, size), lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
-            mask = (mask >= 0.5).astype(jnp.float32)
-        high_res = mask * 20.0 - 10.0
-        low_res = resize_hw(high_res, (low, low), lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
-        downsampled = model.mask_downsample(jnp.transpose(mask, (0, 2, 3, 1)))
-        out = model.forward_sam_heads(fpn[2], None, None, jnp.transpose(downsampled, (0, 3, 1, 2)),
-                                      (fpn[0], fpn[1]), multimask_output=False)
-        appearing = (mask > 0).any(axis=(1, 2, 3))[:, None].astype(jnp.float32)
-        obj_ptr = appearing * out["obj_ptr"] + (1 - appearing) * model.no_obj_ptr[...].astype(jnp.float32)
-        object_score_logits = 20.0 * appearing - 10.0
-        for_memory = resize_hw(low_res, (size, size), bilinear_matrix, axes=(2, 3))
-        features = self._encode_memory(model, fpn[2], for_memory, object_score_logits, True)
-        return self._write_prompt(bank, obj, slot, features[0], obj_ptr[0], low_res[0, 0])
+        out = self.mask_as_output(model, fpn, mask[None, None])
+        size = self.config.image_size
+        for_memory = resize_hw(out["low_res_masks"], (size, size), bilinear_matrix, axes=(2, 3))
+        features = self.encode_memory(model, fpn[2], for_memory, out["object_score_logits"], True)
+        return self._write_prompt(bank, obj, slot, features[0], out["obj_ptr"][0], out["low_res_masks"][0, 0])
 
     # -- public API ---------------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -94,3 +95,113 @@ def test_train_vtest_fast_and_reload(tmp_path):
     predictor.set_image(np.zeros((96, 128, 3), np.uint8))
     masks, scores, _ = predictor.predict(point_coords=[[60, 40]], point_labels=[1])
     assert masks.shape == (3, 96, 128) and np.isfinite(scores).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Multi-frame training with memory (task video_segmentation)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@needs_vtest
+def test_vtest_person_clips_follow_one_person():
+    require("av")
+    import zoo.data as zd
+    import zoo.data.video  # noqa: F401
+
+    clips = zd.get_source("vtest_person_clips", split="train", clip_length=4, max_frames=100)
+    assert len(clips) >= 8
+    for index in range(0, len(clips), max(1, len(clips) // 5)):
+        example = clips[index]
+        assert example["frames"].shape == (4, 288, 384, 3) and example["masks"].shape == (4, 288, 384)
+        masks = example["masks"].astype(bool)
+        assert masks.sum(axis=(1, 2)).min() > 75
+        for a, b in itertools.pairwise(masks):  # consecutive masks overlap: the same person
+            assert (a & b).sum() / (a | b).sum() >= 0.2
+
+
+def _clip_batch(length: int, size: int, mask_prompt: bool = False):
+    from zoo.tasks.video_segmentation import ClipTransform
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (length, 96, 128, 3), dtype=np.uint8)
+    masks = np.zeros((length, 96, 128), np.uint8)
+    for t in range(length):
+        masks[t, 30:70, 40 + 4 * t:90 + 4 * t] = 1
+    transform = ClipTransform(size, train=False, pt_prob=0.0 if mask_prompt else 1.0, box_prob=0.0)
+    examples = [transform({"frames": frames, "masks": masks}, np.random.default_rng(k)) for k in range(2)]
+    return {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
+
+
+def _video_task(length: int, size: int, freeze: bool = False):
+    from configs.sam2 import get_config
+    from zoo.tasks.video_segmentation import VideoSegmentationTask
+
+    config = get_config("vtest_video_fast")
+    config.data.image_size = size
+    config.data.clip_length = length
+    config.model.freeze_image_encoder = freeze
+    return VideoSegmentationTask(config)
+
+
+def _sam2_tiny(size: int):
+    from flax import nnx
+
+    import zoo
+
+    model = zoo.create_model("sam2_hiera_t", image_size=size, rngs=nnx.Rngs(0))
+    last = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
+    last.bias.set_value(last.bias.get_value() + 10.0)  # "object present", so masks are not gated to -1024
+    return model
+
+
+def test_one_frame_clip_equals_the_image_task():
+    """With T = 1 and a click, the clip loss is the single-frame segmentation loss (same heads, same losses)."""
+    from zoo.tasks.segmentation import PromptableSegmentationTask
+
+    task = _video_task(1, 128)
+    batch = _clip_batch(1, 128)
+    model = _sam2_tiny(128)
+    total, terms = task.loss(model, batch)
+    image_batch = {"image": batch["image"][:, 0], "mask": batch["mask"][:, 0], "point_coords": batch["point_coords"],
+                   "point_labels": batch["point_labels"]}
+    expected, expected_terms = PromptableSegmentationTask(task.config).loss(model, image_batch)
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-4)
+    for key in ("loss_mask", "loss_dice", "loss_iou", "loss_class"):
+        np.testing.assert_allclose(float(terms[key]), float(expected_terms[key]), rtol=1e-4, atol=1e-6)
+
+
+def test_clip_loss_trains_the_memory_path():
+    """Frame 0 prompted by its mask (the mask-as-output path; the click path is the one-frame test's): the tracked
+    frames' losses reach memory attention, the memory encoder and the object-pointer projection; the frozen image
+    encoder gets nothing."""
+    import jax
+    from flax import nnx
+
+    task = _video_task(3, 128, freeze=True)
+    batch = _clip_batch(3, 128, mask_prompt=True)
+    model = _sam2_tiny(128)
+    grads = nnx.grad(lambda m: task.loss(m, batch)[0])(model)
+    norm = lambda tree: float(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+    for name in ("memory_attention", "memory_encoder", "obj_ptr_proj", "maskmem_tpos_enc"):
+        assert norm(getattr(grads, name)) > 0, name
+    assert norm(grads.image_encoder) == 0.0
+
+
+@needs_vtest
+def test_train_vtest_video_fast(tmp_path):
+    require("av")
+    from zoo.train.metrics import read_metrics
+
+    workdir = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+           os.path.join(ROOT, "configs/sam2.py:vtest_video_fast"), "--workdir", str(workdir),
+           "--config.num_train_steps=6"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [r for r in read_metrics(str(workdir)) if "train/loss" in r]
+    losses = [r["train/loss"] for r in records]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
+    assert all(0.0 <= r["train/miou_tracked"] <= 1.0 for r in records)

@@ -2,6 +2,7 @@
 
     source = zoo.data.get_source("vtest_person_masks", split="train")   # {"image": uint8 HxWx3, "mask": uint8 HxW}
     frames = read_video_frames(VTEST_PATH, count=20, downscale=2)       # the first 20 frames, (20, 288, 384, 3)
+    clips = zoo.data.get_source("vtest_person_clips", split="train", clip_length=4)  # {"frames", "masks"} per person
 
 `vtest.avi` ships in Debian's `opencv-doc` package (`apt-get install opencv-doc`; Apache-2.0 / BSD-3-Clause) and is
 decoded with PyAV (`pip install av`). Masks (specs/offline_data.md 2e): the median background over every 10th frame,
@@ -148,12 +149,76 @@ def vtest_person_masks(split: str | None = "train", *, path: str | os.PathLike =
     return PersonMaskSource(data["frames"][part], data["labels"][part], data["index"][part])
 
 
+def link_blobs(labels: np.ndarray, start: int, blob: int, length: int, min_iou: float = 0.2) -> np.ndarray | None:
+    """Follow blob `blob` of frame `start` through the next `length - 1` frames: each frame's blob is the one that
+    overlaps the previous frame's mask most (IoU >= min_iou). Returns (length, H, W) bool masks, or None when the
+    person is lost (an occlusion or a merge with another blob)."""
+    masks = [labels[start] == blob]
+    for frame in range(start + 1, start + length):
+        previous, current = masks[-1], labels[frame]
+        overlap = np.bincount(current[previous].ravel(), minlength=int(current.max()) + 1)[1:]
+        if overlap.size == 0 or overlap.max() == 0:
+            return None
+        candidate = current == int(np.argmax(overlap)) + 1
+        iou = (candidate & previous).sum() / max((candidate | previous).sum(), 1)
+        if iou < min_iou:
+            return None
+        masks.append(candidate)
+    return np.stack(masks)
+
+
+class PersonClipSource:
+    """One example per (start frame, person) whose blob can be followed for `clip_length` frames:
+    {"frames": uint8 (T, H, W, 3), "masks": uint8 (T, H, W)} (multi-frame SAM2 training)."""
+
+    def __init__(self, frames: np.ndarray, labels: np.ndarray, clip_length: int, min_iou: float = 0.2):
+        if clip_length < 1:
+            raise ValueError(f"clip_length must be >= 1; got {clip_length}")
+        self.frames, self.clip_length = frames, clip_length
+        self.clips = []
+        for start in range(len(frames) - clip_length + 1):
+            for blob in range(1, int(labels[start].max()) + 1):
+                masks = link_blobs(labels, start, blob, clip_length, min_iou)
+                if masks is not None:
+                    self.clips.append((start, np.packbits(masks, axis=-1)))
+        self._width = frames.shape[2]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        start, packed = self.clips[int(index)]
+        masks = np.unpackbits(packed, axis=-1, count=self._width).astype(np.uint8)
+        return {"frames": self.frames[start:start + self.clip_length], "masks": masks}
+
+    def __repr__(self) -> str:
+        return (f"PersonClipSource(clips={len(self)}, clip_length={self.clip_length}, "
+                f"size={self.frames.shape[1:3]})")
+
+
+def vtest_person_clips(split: str | None = "train", *, clip_length: int = 4, path: str | os.PathLike = VTEST_PATH,
+                       max_frames: int = 300, frame_step: int = 5, downscale: int = 2,
+                       eval_fraction: float = 0.2) -> PersonClipSource:
+    """Clips of `clip_length` frames following one person of vtest.avi (the train/eval split of
+    `vtest_person_masks`, by frame; clips never cross it)."""
+    data = vtest_frames_and_masks(path, max_frames=max_frames, frame_step=frame_step, downscale=downscale)
+    count = len(data["frames"])
+    cut = count - max(1, round(count * eval_fraction))
+    parts = {"train": slice(0, cut), "eval": slice(cut, count), "test": slice(cut, count),
+             "validation": slice(cut, count), "all": slice(0, count), None: slice(0, count)}
+    if split not in parts:
+        raise ValueError(f"vtest_person_clips split must be train, eval or all; got {split!r}")
+    return PersonClipSource(data["frames"][parts[split]], data["labels"][parts[split]], clip_length)
+
+
 def register() -> None:
-    """Register the source as "vtest_person_masks" with `zoo.data` (idempotent)."""
+    """Register the sources "vtest_person_masks" and "vtest_person_clips" with `zoo.data` (idempotent)."""
     from zoo.data.registry import _SOURCES, register_source
 
     if "vtest_person_masks" not in _SOURCES:
         register_source("vtest_person_masks", vtest_person_masks)
+    if "vtest_person_clips" not in _SOURCES:
+        register_source("vtest_person_clips", vtest_person_clips)
 
 
 register()

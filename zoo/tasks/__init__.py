@@ -11,6 +11,7 @@ from zoo.tasks.base import Task
 TASKS = {
     "classification": "zoo.tasks.classification:ClassificationTask",
     "segmentation": "zoo.tasks.segmentation:PromptableSegmentationTask",
+    "video_segmentation": "zoo.tasks.video_segmentation:VideoSegmentationTask",
 }
 
 

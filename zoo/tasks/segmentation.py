@@ -85,11 +85,12 @@ def _actual_iou(logits, targets):
     return (pred & gt).sum(-1) / jnp.maximum((pred | gt).sum(-1), 1).astype(jnp.float32)
 
 
-def sam2_losses(masks, ious, object_score_logits, targets, multimask):
+def sam2_losses(masks, ious, object_score_logits, targets, multimask, weights=None):
     """SAM2 `MultiStepMultiMasksAndIous` (one step). masks [B, 4, H, W] logits (token 0 = single-mask output,
-    1-3 = multimask), ious [B, 4], object_score_logits [B, 1], targets [B, H, W], multimask [B] bool.
-    Returns the weighted total and the four terms."""
+    1-3 = multimask), ious [B, 4], object_score_logits [B, 1], targets [B, H, W], multimask [B] bool, weights [B]
+    (optional, 0 leaves an example out). Returns the weighted total, the four terms and the supervised masks."""
     batch = masks.shape[0]
+    weights = jnp.ones((batch,), jnp.float32) if weights is None else weights
     targets4 = jnp.broadcast_to(targets[:, None], masks.shape)
     focal, dice = _focal(masks, targets4), _dice(masks, targets4)
     iou_l1 = jnp.abs(ious - jax.lax.stop_gradient(_actual_iou(masks, targets4)))
@@ -102,10 +103,10 @@ def sam2_losses(masks, ious, object_score_logits, targets, multimask):
     logits = object_score_logits[:, 0]
     bce = jnp.maximum(logits, 0) - logits * target_obj + jnp.log1p(jnp.exp(-jnp.abs(logits)))
     terms = {
-        "loss_mask": jnp.sum(take(focal) * target_obj) / batch,
-        "loss_dice": jnp.sum(take(dice) * target_obj) / batch,
-        "loss_iou": jnp.sum(iou_term * target_obj) / batch,
-        "loss_class": jnp.sum(bce) / batch,
+        "loss_mask": jnp.sum(take(focal) * target_obj * weights) / batch,
+        "loss_dice": jnp.sum(take(dice) * target_obj * weights) / batch,
+        "loss_iou": jnp.sum(iou_term * target_obj * weights) / batch,
+        "loss_class": jnp.sum(bce * weights) / batch,
     }
     total = sum(WEIGHTS[k] * v for k, v in terms.items())
     return total, terms, take(masks)
