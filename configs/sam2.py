@@ -69,6 +69,20 @@ def _video(config: ml_collections.ConfigDict, image_size: int, clip_length: int)
     config.data.eval_batch_size = 4
 
 
+def _fast(config: ml_collections.ConfigDict, batch_size: int) -> None:
+    """The smoke-test settings of the *_fast variants: 100 video frames, 8 steps, no eval or checkpoints."""
+    for split in ("train", "eval"):
+        config.data[split].kwargs.max_frames = 100
+    config.batch_size = batch_size
+    config.num_train_steps = 8
+    config.optimizer.lr = 5e-4
+    config.optimizer.warmup_steps = 0
+    config.optimizer.clip_norm = 1.0
+    config.log_every = 1
+    config.eval_every = 0
+    config.checkpoint_every = 0
+
+
 def get_config(arg: str = "vtest") -> ml_collections.ConfigDict:
     """Config for the variant named by `arg` (see the module docstring)."""
     config = base_config()
@@ -76,30 +90,12 @@ def get_config(arg: str = "vtest") -> ml_collections.ConfigDict:
         _vtest(config, 256)
     elif arg == "vtest_fast":
         _vtest(config, 128)
-        config.data.train.kwargs.max_frames = 100
-        config.data.eval.kwargs.max_frames = 100
-        config.batch_size = 4
-        config.num_train_steps = 8
-        config.optimizer.lr = 5e-4
-        config.optimizer.warmup_steps = 0
-        config.optimizer.clip_norm = 1.0
-        config.log_every = 1
-        config.eval_every = 0
-        config.checkpoint_every = 0
+        _fast(config, batch_size=4)
     elif arg == "vtest_video":
         _video(config, 256, clip_length=4)
     elif arg == "vtest_video_fast":
         _video(config, 128, clip_length=3)
-        for split in ("train", "eval"):
-            config.data[split].kwargs.max_frames = 100
-        config.batch_size = 2
-        config.num_train_steps = 8
-        config.optimizer.lr = 5e-4
-        config.optimizer.warmup_steps = 0
-        config.optimizer.clip_norm = 1.0
-        config.log_every = 1
-        config.eval_every = 0
-        config.checkpoint_every = 0
+        _fast(config, batch_size=2)
     else:
         raise ValueError(f"unknown configs/sam2.py variant {arg!r}; use vtest, vtest_fast, vtest_video or "
                          "vtest_video_fast")

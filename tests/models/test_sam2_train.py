@@ -70,18 +70,24 @@ def test_prompts_and_losses():
     assert float(one) < 0.4  # only the IoU-L1 of the two wrong multimask outputs (supervise_all_iou) remains
 
 
+def _train(tmp_path, variant: str, *, steps: int, timeout: int):
+    """Run train.py on configs/sam2.py:<variant> in a subprocess for `steps` steps; returns the workdir."""
+    workdir = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, f"configs/sam2.py:{variant}"),
+           "--workdir", str(workdir), f"--config.num_train_steps={steps}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
 @needs_vtest
 def test_train_vtest_fast_and_reload(tmp_path):
     require("av")
     from zoo.train.metrics import read_metrics
 
-    workdir = tmp_path / "run"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/sam2.py:vtest_fast"),
-           "--workdir", str(workdir), "--config.num_train_steps=6"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    workdir = _train(tmp_path, "vtest_fast", steps=6, timeout=400)
     losses = [r["train/loss"] for r in read_metrics(str(workdir)) if "train/loss" in r]
     assert len(losses) == 6 and all(np.isfinite(losses))
     assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
@@ -192,14 +198,7 @@ def test_train_vtest_video_fast(tmp_path):
     require("av")
     from zoo.train.metrics import read_metrics
 
-    workdir = tmp_path / "run"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-           os.path.join(ROOT, "configs/sam2.py:vtest_video_fast"), "--workdir", str(workdir),
-           "--config.num_train_steps=6"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    workdir = _train(tmp_path, "vtest_video_fast", steps=6, timeout=600)
     records = [r for r in read_metrics(str(workdir)) if "train/loss" in r]
     losses = [r["train/loss"] for r in records]
     assert len(losses) == 6 and all(np.isfinite(losses))
