@@ -88,6 +88,16 @@ class Task:
             process_count=process_count,
         )
 
+    def eval_batches_of(self, transform, keys: tuple[str, ...], *, valid_key: str = "mask", process_index: int,
+                        process_count: int) -> Iterable[dict[str, np.ndarray]]:
+        """`eval_pipeline` batches reduced to `keys`, plus the padding flag as float `valid_key` (1 real, 0 pad)."""
+        from zoo import data as data_lib
+
+        pipeline = self.eval_pipeline(transform, process_index=process_index, process_count=process_count)
+        if pipeline is None:
+            return ()
+        return ({**{k: b[k] for k in keys}, valid_key: b[data_lib.MASK_KEY].astype(np.float32)} for b in pipeline)
+
     # ---- computation (traced under jit) ---------------------------------------------------------------------------
     def loss(self, model: nnx.Module, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(scalar loss, {metric name: scalar}) on one (micro)batch in training mode."""

@@ -8,7 +8,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 
@@ -112,15 +111,8 @@ class ClassificationTask(Task):
         return iter(pipeline)
 
     def eval_batches(self, *, process_index: int, process_count: int):
-        pipeline = self.eval_pipeline(
-            self._transform(train=False), process_index=process_index, process_count=process_count
-        )
-        if pipeline is None:
-            return ()
-        return (
-            {"image": b["image"], "label": b["label"], "mask": b[data_lib.MASK_KEY].astype(np.float32)}
-            for b in pipeline
-        )
+        return self.eval_batches_of(self._transform(train=False), ("image", "label"), valid_key="mask",
+                                    process_index=process_index, process_count=process_count)
 
     # ---- computation ---------------------------------------------------------------------------------------------
     def _targets(self, labels: jax.Array) -> jax.Array:

@@ -158,14 +158,11 @@ class PromptableSegmentationTask(Task):
         )
         return iter(pipeline)
 
+    eval_keys = ("image", "mask", "point_coords", "point_labels")
+
     def eval_batches(self, *, process_index: int, process_count: int):
-        pipeline = self.eval_pipeline(
-            self._transform(train=False), process_index=process_index, process_count=process_count
-        )
-        if pipeline is None:
-            return ()
-        keys = ("image", "mask", "point_coords", "point_labels")
-        return ({**{k: b[k] for k in keys}, "valid": b[data_lib.MASK_KEY].astype(np.float32)} for b in pipeline)
+        return self.eval_batches_of(self._transform(train=False), self.eval_keys, valid_key="valid",
+                                    process_index=process_index, process_count=process_count)
 
     # ---- computation ---------------------------------------------------------------------------------------------
     def _forward(self, model, batch):

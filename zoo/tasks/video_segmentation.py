@@ -80,14 +80,7 @@ class VideoSegmentationTask(PromptableSegmentationTask):
         return ClipTransform(self.image_size, train=train, pt_prob=float(d.get("pt_prob", 0.5)),
                              box_prob=float(d.get("box_prob", 0.5)), hflip=float(d.get("hflip", 0.5)))
 
-    def eval_batches(self, *, process_index: int, process_count: int):
-        pipeline = self.eval_pipeline(
-            self._transform(train=False), process_index=process_index, process_count=process_count
-        )
-        if pipeline is None:
-            return ()
-        keys = ("image", "mask", "point_coords", "point_labels", "mask_prompt")
-        return ({**{k: b[k] for k in keys}, "valid": b[data_lib.MASK_KEY].astype(np.float32)} for b in pipeline)
+    eval_keys = ("image", "mask", "point_coords", "point_labels", "mask_prompt")
 
     # ---- computation ---------------------------------------------------------------------------------------------
     @staticmethod
