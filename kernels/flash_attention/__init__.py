@@ -19,6 +19,7 @@ Backends: GPU lowers through Triton (`pl.pallas_call` + `CompilerParams(num_warp
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ from jax import lax
 
 from kernels.flash_attention._kernels import Plan, backward, forward
 
-__all__ = ["attention_pallas", "default_blocks"]
+__all__ = ["TritonTiles", "attention_pallas", "default_blocks", "triton_tiles"]
 
 
 def _round_up(x: int, multiple: int) -> int:
@@ -37,15 +38,53 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def default_blocks(platform: str, head_dim: int) -> tuple[int, int, int, int]:
+class TritonTiles(NamedTuple):
+    block_q: int
+    block_k: int
+    block_q_bwd: int
+    block_k_bwd: int
+    warps: int
+    warps_bwd: int
+    stages: int = 2
+
+
+# Triton tiles per (dtype kind, padded head_dim). Chosen so that every kernel compiles for sm_80 and sm_90 without
+# register spills and within shared memory, read off `python -m kernels.triton_compile` (Triton 3.8 + ptxas on the
+# CPU host; tables in benchmarks/README_attention.md). float32 dots run at "highest" precision (IEEE FMAs, no tensor
+# cores), which needs far more registers per tile than bf16/f16 on the tensor cores, hence the smaller f32 tiles
+# (and one pipeline stage at head_dim 256, where two spill even at 16 x 16). Not yet tuned for speed on hardware.
+_TRITON_TILES = {
+    ("half", 16): TritonTiles(128, 64, 64, 64, 8, 4),
+    ("half", 32): TritonTiles(128, 64, 64, 64, 8, 4),
+    ("half", 64): TritonTiles(128, 64, 64, 64, 8, 4),
+    ("half", 128): TritonTiles(64, 64, 64, 64, 8, 8),
+    ("half", 256): TritonTiles(64, 64, 32, 32, 8, 8),
+    ("f32", 16): TritonTiles(64, 32, 32, 32, 4, 4),
+    ("f32", 32): TritonTiles(64, 32, 32, 32, 4, 4),
+    ("f32", 64): TritonTiles(64, 32, 32, 32, 8, 8),
+    ("f32", 128): TritonTiles(32, 32, 16, 16, 8, 8),
+    ("f32", 256): TritonTiles(32, 32, 16, 16, 8, 8, stages=1),
+}
+
+
+def triton_tiles(head_dim: int, dtype) -> TritonTiles:
+    """Triton tiles, warps and pipeline stages for a padded head_dim (power of two >= 16) and dtype.
+
+    Head dims above 256 reuse the 256 row (not checked for spills).
+    """
+    kind = "f32" if jnp.dtype(dtype) == jnp.float32 else "half"
+    return _TRITON_TILES.get((kind, head_dim), _TRITON_TILES[(kind, 256)])
+
+
+def default_blocks(platform: str, head_dim: int, dtype=jnp.bfloat16) -> tuple[int, int, int, int]:
     """(block_q, block_k, block_q_bwd, block_k_bwd) per backend; powers of two so that one padding fits all.
 
-    GPU (Triton): 128x64 forward tiles and 64x64 backward tiles (the backward kernels keep more tiles live);
+    GPU (Triton): per dtype and padded head_dim from `triton_tiles` (no register spills on sm_80 / sm_90);
     TPU (Mosaic): 128-multiples along the lane dim; CPU (interpret): large blocks, because every grid step and loop
-    iteration is a step of a serial scan. None of these are tuned on hardware yet.
+    iteration is a step of a serial scan. None of these are tuned for speed on hardware yet.
     """
     if platform == "gpu":
-        return (128 if head_dim <= 64 else 64), 64, 64, 64
+        return tuple(triton_tiles(head_dim, dtype))[:4]
     if platform == "tpu":
         return 128, 128, 128, 128
     return 128, 128, 128, 128
@@ -65,7 +104,8 @@ def _make_plan(q, k, bias_shape, mask_shape, scale, platform, interpret, block_q
     head_dim_pad = head_dim if platform == "tpu" else max(16, _next_pow2(head_dim))
     # Triton dots need >= 16 rows/cols and bf16 Mosaic tiles are 16 sublanes; the interpreter takes any block.
     min_block = 8 if interpret else 16
-    defaults = default_blocks(platform, head_dim_pad)
+    defaults = default_blocks(platform, head_dim_pad, q.dtype)
+    tiles = triton_tiles(head_dim_pad, q.dtype)
     fwd_q = _fit_block(block_q or defaults[0], seq_q, min_block)
     fwd_k = _fit_block(block_k or defaults[1], seq_k, min_block)
     bwd_q = _fit_block(block_q or defaults[2], seq_q, min_block)
@@ -104,8 +144,9 @@ def _make_plan(q, k, bias_shape, mask_shape, scale, platform, interpret, block_q
         bias_shape=pad_shape(bias_shape),
         mask_shape=pad_shape(mask_shape),
         precision=precision,
-        num_warps=4 if head_dim_pad <= 64 else 8,
-        num_stages=2,
+        num_warps=tiles.warps,
+        num_warps_bwd=tiles.warps_bwd,
+        num_stages=tiles.stages,
         vmem_limit_bytes=vmem_limit,
     )
 

@@ -42,7 +42,8 @@ class Plan:
     bias_shape: tuple[int, int, int, int] | None  # canonical rank-4 shape after padding (1 = broadcast dim)
     mask_shape: tuple[int, int, int, int] | None
     precision: lax.Precision | None
-    num_warps: int = 4
+    num_warps: int = 4  # Triton warps of the forward kernel
+    num_warps_bwd: int = 4  # ... and of the two backward kernels
     num_stages: int = 2
     vmem_limit_bytes: int = 32 << 20
 
@@ -80,7 +81,7 @@ def _extra_spec(shape, block_q: int | None, block_k: int | None):
     return pl.BlockSpec((None, None, q_blk, k_blk), index_map)
 
 
-def _compiler_params(plan: Plan):
+def _compiler_params(plan: Plan, backward: bool):
     if plan.interpret:
         return None
     if plan.platform == "tpu":
@@ -92,7 +93,8 @@ def _compiler_params(plan: Plan):
         )
     from jax.experimental.pallas import triton as pltriton
 
-    return pltriton.CompilerParams(num_warps=plan.num_warps, num_stages=plan.num_stages)
+    warps = plan.num_warps_bwd if backward else plan.num_warps
+    return pltriton.CompilerParams(num_warps=warps, num_stages=plan.num_stages)
 
 
 def _call(plan: Plan, kernel, *, grid, in_specs, out_specs, out_shape, name):
@@ -102,7 +104,7 @@ def _call(plan: Plan, kernel, *, grid, in_specs, out_specs, out_shape, name):
         in_specs=in_specs,
         out_specs=out_specs,
         out_shape=out_shape,
-        compiler_params=_compiler_params(plan),
+        compiler_params=_compiler_params(plan, backward=name != "flash_attention_forward"),
         interpret=plan.interpret,
         name=name,
     )
