@@ -234,15 +234,34 @@ def main():
     parser.add_argument("--quick", action="store_true", help="CPU-sized subset; skipped cases are listed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--counts", default=",".join(COUNTS), help=f"subset of {','.join(COUNTS)}")
+    parser.add_argument("--resolutions", default=",".join(RESOLUTIONS), help=f"subset of {','.join(RESOLUTIONS)}")
+    parser.add_argument(
+        "--references",
+        default=None,
+        help="torch references to run, from project_sh,dense,gsplat_cuda (default: project_sh,dense on CPU; all "
+        "three on a GPU; none for no reference)",
+    )
+    parser.add_argument("--torch-timeout", type=int, default=900, help="seconds per torch reference case")
     args = parser.parse_args()
 
     import jax
 
     backend = jax.default_backend()
     impls = ["xla"] + (["pallas"] if backend in ("gpu", "tpu") else [])
+    known_refs = ("project_sh", "dense", "gsplat_cuda")
+    refs = args.references.split(",") if args.references else list(known_refs[: 3 if backend == "gpu" else 2])
+    refs = [] if refs == ["none"] else refs
+    for name, chosen, known in (("--references", refs, known_refs), ("--counts", args.counts.split(","), COUNTS),
+                                ("--resolutions", args.resolutions.split(","), RESOLUTIONS)):  # fmt: skip
+        unknown = [c for c in chosen if c and c not in known]
+        if unknown:
+            parser.error(f"{name}: unknown {unknown}; choose from {', '.join(known)}")
     rows, skipped = [], []
-    for res_name, (width, height) in RESOLUTIONS.items():
-        for count_name, n in COUNTS.items():
+    for res_name in args.resolutions.split(","):
+        width, height = RESOLUTIONS[res_name]
+        for count_name in args.counts.split(","):
+            n = COUNTS[count_name]
             case = f"{count_name} @ {res_name}"
             if args.quick and (n > 100_000 or res_name == "1080p"):
                 skipped.append(f"{case}: skipped by --quick (minutes per call on a 2-core CPU)")
@@ -253,11 +272,13 @@ def main():
             row = {"case": case, "n": n, "width": width, "height": height}
             for impl in impls:
                 row[f"ours_{impl}"] = bench_ours(n, width, height, impl, args.repeats)
-            row["gsplat_torch_project_sh"] = run_torch(n, width, height, args.repeats, "project_sh", 900)
-            if dense:
-                row["torch_dense"] = run_torch(n, width, height, max(1, args.repeats // 2), "dense", 900)
-            if backend == "gpu":
-                row["gsplat_cuda"] = run_torch(n, width, height, args.repeats, "gsplat_cuda", 900)
+            timeout = args.torch_timeout
+            if "project_sh" in refs:
+                row["gsplat_torch_project_sh"] = run_torch(n, width, height, args.repeats, "project_sh", timeout)
+            if dense and "dense" in refs:
+                row["torch_dense"] = run_torch(n, width, height, max(1, args.repeats // 2), "dense", timeout)
+            if backend == "gpu" and "gsplat_cuda" in refs:
+                row["gsplat_cuda"] = run_torch(n, width, height, args.repeats, "gsplat_cuda", timeout)
             rows.append(row)
             print(json.dumps(row), flush=True)
     meta = {
@@ -267,6 +288,7 @@ def main():
         "platform": platform.platform(),
         "jax": jax.__version__,
         "quick": args.quick,
+        "references": refs,
         "load_average_1_5_15": os.getloadavg(),  # the CPU may be shared: read timings with this in mind
         "skipped": skipped,
     }
