@@ -21,8 +21,15 @@ $(VENV)/.test: $(VENV)/.runtime pyproject.toml
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
 	touch $@
 
+# libtpu for deviceless TPU compilation of the Mosaic kernels (kernels/tpu_compile.py). Kept outside the venv: with
+# libtpu importable, every JAX program on a CPU machine would first try to start a TPU backend. 0.0.42.1 is the
+# version jax 0.10.2 pins for its [tpu] extra.
+LIBTPU_VERSION ?= 0.0.42.1
+.libtpu/libtpu/libtpu.so: | $(VENV)/.runtime
+	$(PY) -m pip install -q --no-deps --target .libtpu libtpu==$(LIBTPU_VERSION)
+
 install: $(VENV)/.runtime
-install-test: $(VENV)/.test system-data
+install-test: $(VENV)/.test .libtpu/libtpu/libtpu.so system-data
 
 # Real data that ships in Debian packages (opencv-doc: digits.png, vtest.avi, photos). Needs root + apt.
 system-data:

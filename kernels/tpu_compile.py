@@ -60,6 +60,7 @@ def tpu_device(generation: str):
         )
     os.environ["TPU_LIBRARY_PATH"] = path
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server here
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no chips to guard: skip libtpu's one-process lock
     from jax.experimental import topologies
 
     return topologies.get_topology_desc(GENERATIONS[generation], "tpu").devices[0]
@@ -103,14 +104,18 @@ def compile_for_tpu(fn: Callable, *args, generation: str = "v5e", case: str = ""
 
 
 def attention_case(batch, seq_q, seq_k, heads, head_dim, dtype, *, bias=False, mask=False):
-    """(grad fn, arg specs): forward + both backward kernels of the Pallas flash attention, built for TPU."""
+    """(grad fn, arg specs): forward + both backward kernels of the Pallas flash attention, built for TPU.
+
+    bias: False, True (a relative-position bias [1, heads, seq_q, seq_k]) or a shape broadcastable to
+    [batch, heads, seq_q, seq_k]; its gradient is taken too.
+    """
     from kernels.flash_attention import attention_pallas
 
     q = jax.ShapeDtypeStruct((batch, seq_q, heads, head_dim), dtype)
     kv = jax.ShapeDtypeStruct((batch, seq_k, heads, head_dim), dtype)
     args = [q, kv, kv]
     if bias:
-        args.append(jax.ShapeDtypeStruct((1, heads, seq_q, seq_k), jnp.float32))
+        args.append(jax.ShapeDtypeStruct((1, heads, seq_q, seq_k) if bias is True else tuple(bias), jnp.float32))
     if mask:
         args.append(jax.ShapeDtypeStruct((batch, 1, 1, seq_k), jnp.bool_))
 
@@ -154,6 +159,8 @@ def default_cases() -> list[tuple[str, tuple[Callable, list]]]:
         ("attention ViT 197 d64 bf16 bias+mask", attention_case(8, 197, 197, 12, 64, bf16, bias=True, mask=True)),
         ("attention cross 197x1030 d80 bf16", attention_case(2, 197, 1030, 4, 80, bf16)),
         ("attention 1024 d64 f32", attention_case(2, 1024, 1024, 4, 64, f32)),
+        ("attention cross 16x1030 d32 f32 key bias", attention_case(1, 16, 1030, 2, 32, f32, bias=(1, 1, 1, 1030))),
+        ("attention 300 d64 f32 query bias", attention_case(2, 300, 300, 2, 64, f32, bias=(2, 1, 300, 1))),
         ("attention 4096 d128 bf16", attention_case(2, 4096, 4096, 8, 128, bf16)),
         ("attention SAM2 memory 4096x4160 d256 bf16 mask", attention_case(1, 4096, 4160, 1, 256, bf16, mask=True)),
         ("attention 16384 d64 bf16", attention_case(1, 16384, 16384, 16, 64, bf16)),

@@ -120,11 +120,6 @@ def _make_plan(q, k, bias_shape, mask_shape, scale, platform, interpret, block_q
         return (bb, bh, seq_q_pad if bq != 1 else 1, seq_k_pad if bk != 1 else 1)
 
     precision = lax.Precision.HIGHEST if jnp.dtype(q.dtype) == jnp.float32 else None
-    # Mosaic keeps whole-sequence K/V (and a bias row) in VMEM, double-buffered: ask for what that needs plus room
-    # for the tiles, at least the usual 32 MiB.
-    whole_rows = 2 * max(seq_q_pad, seq_k_pad) * head_dim_pad * jnp.dtype(q.dtype).itemsize
-    bias_row = 4 * max(fwd_q, bwd_q) * seq_k_pad + 4 * seq_q_pad * max(fwd_k, bwd_k)
-    vmem_limit = min(max(32 << 20, 2 * (whole_rows + bias_row) + (16 << 20)), 110 << 20)
     return Plan(
         platform=platform,
         interpret=interpret,
@@ -147,7 +142,6 @@ def _make_plan(q, k, bias_shape, mask_shape, scale, platform, interpret, block_q
         num_warps=tiles.warps,
         num_warps_bwd=tiles.warps_bwd,
         num_stages=tiles.stages,
-        vmem_limit_bytes=vmem_limit,
     )
 
 

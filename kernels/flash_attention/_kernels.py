@@ -45,7 +45,6 @@ class Plan:
     num_warps: int = 4  # Triton warps of the forward kernel
     num_warps_bwd: int = 4  # ... and of the two backward kernels
     num_stages: int = 2
-    vmem_limit_bytes: int = 32 << 20
 
 
 # ----------------------------------------------------------------------------------------------------------- specs
@@ -87,27 +86,33 @@ def _compiler_params(plan: Plan, backward: bool):
     if plan.platform == "tpu":
         from jax.experimental.pallas import tpu as pltpu
 
-        # Each (batch, head, block) cell is independent; whole K/V rows sit in VMEM (see the plan's limit).
-        return pltpu.CompilerParams(
-            dimension_semantics=("parallel", "parallel", "parallel"), vmem_limit_bytes=plan.vmem_limit_bytes
-        )
+        # (batch, head, outer block) cells are independent; the innermost axis streams the other sequence through
+        # VMEM scratch accumulators, so it runs in order on one core.
+        return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary"))
     from jax.experimental.pallas import triton as pltriton
 
     warps = plan.num_warps_bwd if backward else plan.num_warps
     return pltriton.CompilerParams(num_warps=warps, num_stages=plan.num_stages)
 
 
-def _call(plan: Plan, kernel, *, grid, in_specs, out_specs, out_shape, name):
+def _call(plan: Plan, kernel, *, grid, in_specs, out_specs, out_shape, name, scratch_shapes=()):
     return pl.pallas_call(
         kernel,
         grid=grid,
         in_specs=in_specs,
         out_specs=out_specs,
         out_shape=out_shape,
+        scratch_shapes=scratch_shapes,
         compiler_params=_compiler_params(plan, backward=name != "flash_attention_forward"),
         interpret=plan.interpret,
         name=name,
     )
+
+
+def _vmem(shape):
+    from jax.experimental.pallas import tpu as pltpu
+
+    return pltpu.VMEM(shape, jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------------- shared pieces
@@ -195,6 +200,8 @@ def _forward_kernel(*refs, plan: Plan, has_bias: bool, has_mask: bool):
 
 def forward(plan: Plan, q, k, v, bias, mask):
     """Returns (out, lse) with out like q and lse [batch, heads, seq_q_pad, 1] f32."""
+    if plan.platform == "tpu":
+        return _forward_streamed(plan, q, k, v, bias, mask)
     block_q = plan.block_q
     full_k = plan.seq_k_pad
     in_specs = [
@@ -327,6 +334,8 @@ def backward(plan: Plan, q, k, v, bias, mask, out, lse, do, want_dbias: bool):
     seq_q_pad (or the number of q blocks if the bias broadcasts over queries) and cols is seq_k_pad or 1."""
     axes = "bqhd" if plan.layout == "bshd" else "bhqd"
     delta = jnp.einsum(f"{axes},{axes}->bhq", out.astype(jnp.float32), do.astype(jnp.float32))[..., None]
+    if plan.platform == "tpu":
+        return _backward_streamed(plan, q, k, v, bias, mask, lse, delta, do, want_dbias)
     has_bias, has_mask = bias is not None, mask is not None
     extras = [x for x in (bias, mask) if x is not None]
     extra_shapes = [s for x, s in ((bias, plan.bias_shape), (mask, plan.mask_shape)) if x is not None]
@@ -380,4 +389,237 @@ def backward(plan: Plan, q, k, v, bias, mask, out, lse, do, want_dbias: bool):
     )(q, k, v, do, lse, delta, *extras)
     dq = results[0]
     dbias_raw = results[1] if want_dbias else None
+    return dq, dk, dv, dbias_raw
+
+
+# ---------------------------------------------------------------------------------------- TPU: streamed kernels
+#
+# Mosaic copies every block into VMEM, so the whole-sequence K/V (and bias rows) of the kernels above would bound the
+# sequence length by VMEM (16 MiB per core on v4: 16k tokens at head_dim 64 did not compile). On TPU the other
+# sequence is streamed instead: a 4-D grid (batch, head, outer block, inner block) whose innermost "arbitrary" axis
+# visits one [block_q, block_k] tile per step, with the running statistics / gradient accumulators in VMEM scratch;
+# the outer block's outputs stay resident across the inner axis and are written on its last step.
+
+
+def _extra_spec_2d(shape, block_q: int, block_k: int, q_axis: int, k_axis: int):
+    """BlockSpec over a bias/mask [bB, bH, bQ, bK] (size-1 dims broadcast) for a 4-D grid: the q block index is grid
+    axis `q_axis`, the k block index grid axis `k_axis`."""
+    bb, bh, bq, bk = shape
+
+    def index_map(*idx):
+        b, h = idx[0], idx[1]
+        return (b if bb != 1 else 0, h if bh != 1 else 0, idx[q_axis] if bq != 1 else 0, idx[k_axis] if bk != 1 else 0)
+
+    return pl.BlockSpec((None, None, 1 if bq == 1 else block_q, 1 if bk == 1 else block_k), index_map)
+
+
+def _seq_spec_2d(plan: Plan, block: int, axis: int):
+    return pl.BlockSpec((None, None, block, plan.head_dim_pad), lambda *idx: (idx[0], idx[1], idx[axis], 0))
+
+
+def _stat_spec_2d(block: int, axis: int):
+    return pl.BlockSpec((None, None, block, 1), lambda *idx: (idx[0], idx[1], idx[axis], 0))
+
+
+def _tile(ref):
+    return None if ref is None else ref[...]
+
+
+def _forward_kernel_streamed(*refs, plan: Plan, has_bias: bool, has_mask: bool):
+    (q_ref, k_ref, v_ref), bias_ref, mask_ref, rest = _split_refs(refs, has_bias, has_mask, 3)
+    o_ref, lse_ref, acc_ref, m_ref, l_ref = rest
+    j = pl.program_id(3)
+    block_k = plan.block_k
+
+    @pl.when(j == 0)
+    def _init():
+        acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
+        m_ref[...] = jnp.full(m_ref.shape, -jnp.inf, jnp.float32)
+        l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
+
+    v = v_ref[...]
+    s = _scores(plan, q_ref[...], k_ref[...], _tile(bias_ref), _tile(mask_ref), j * block_k, block_k)
+    m_prev, l_prev = m_ref[...], l_ref[...]
+    m_next = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
+    shift = jnp.where(m_next == -jnp.inf, 0.0, m_next)
+    correction = jnp.exp(m_prev - shift)
+    p = jnp.exp(s - shift)
+    l_ref[...] = correction * l_prev + jnp.sum(p, axis=1, keepdims=True)
+    m_ref[...] = m_next
+    acc_ref[...] = correction * acc_ref[...] + pl.dot(p.astype(v.dtype), v, precision=plan.precision)
+
+    @pl.when(j == pl.num_programs(3) - 1)
+    def _finish():
+        l, m = l_ref[...], m_ref[...]
+        empty = l == 0.0
+        o_ref[...] = (acc_ref[...] / jnp.where(empty, 1.0, l)).astype(o_ref.dtype)
+        lse_ref[...] = jnp.where(empty, jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))
+
+
+def _forward_streamed(plan: Plan, q, k, v, bias, mask):
+    bq, bk = plan.block_q, plan.block_k
+    in_specs = [_seq_spec_2d(plan, bq, 2), _seq_spec_2d(plan, bk, 3), _seq_spec_2d(plan, bk, 3)]
+    args = [q, k, v]
+    for extra, shape in ((bias, plan.bias_shape), (mask, plan.mask_shape)):
+        if extra is not None:
+            in_specs.append(_extra_spec_2d(shape, bq, bk, 2, 3))
+            args.append(extra)
+    kernel = functools.partial(_forward_kernel_streamed, plan=plan, has_bias=bias is not None, has_mask=mask is not None)
+    return _call(
+        plan,
+        kernel,
+        grid=(plan.batch, plan.heads, plan.seq_q_pad // bq, plan.seq_k_pad // bk),
+        in_specs=in_specs,
+        out_specs=[_seq_spec_2d(plan, bq, 2), _stat_spec_2d(bq, 2)],
+        out_shape=[
+            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct((plan.batch, plan.heads, plan.seq_q_pad, 1), jnp.float32),
+        ],
+        scratch_shapes=[_vmem((bq, plan.head_dim_pad)), _vmem((bq, 1)), _vmem((bq, 1))],
+        name="flash_attention_forward",
+    )(*args)
+
+
+def _dkv_kernel_streamed(*refs, plan: Plan, has_bias: bool, has_mask: bool):
+    leading, bias_ref, mask_ref, rest = _split_refs(refs, has_bias, has_mask, 6)
+    q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref = leading
+    dk_ref, dv_ref, dk_acc, dv_acc = rest
+    i = pl.program_id(3)  # q block (inner); the k block is grid axis 2
+
+    @pl.when(i == 0)
+    def _init():
+        dk_acc[...] = jnp.zeros(dk_acc.shape, jnp.float32)
+        dv_acc[...] = jnp.zeros(dv_acc.shape, jnp.float32)
+
+    q, do = q_ref[...], do_ref[...]
+    block_k = plan.block_k_bwd
+    p, ds = _probs_and_dscores(
+        plan, q, k_ref[...], v_ref[...], do, lse_ref[...], delta_ref[...], _tile(bias_ref), _tile(mask_ref),
+        pl.program_id(2) * block_k, block_k,
+    )  # fmt: skip
+    dv_acc[...] += _dot_tn(plan, p.astype(do.dtype), do)
+    dk_acc[...] += _dot_tn(plan, ds.astype(q.dtype), q)
+
+    @pl.when(i == pl.num_programs(3) - 1)
+    def _finish():
+        dk_ref[...] = (dk_acc[...] * plan.scale).astype(dk_ref.dtype)
+        dv_ref[...] = dv_acc[...].astype(dv_ref.dtype)
+
+
+def _dq_kernel_streamed(*refs, plan: Plan, has_bias: bool, has_mask: bool, want_dbias: bool, keys_full: bool,
+                        rows_full: bool):  # fmt: skip
+    leading, bias_ref, mask_ref, rest = _split_refs(refs, has_bias, has_mask, 6)
+    q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref = leading
+    dq_ref, rest = rest[0], rest[1:]
+    dbias_ref = rest.pop(0) if want_dbias else None
+    dq_acc = rest.pop(0)
+    dbias_acc = rest.pop(0) if want_dbias and not keys_full else None
+    j = pl.program_id(3)
+    block_k = plan.block_k_bwd
+
+    @pl.when(j == 0)
+    def _init():
+        dq_acc[...] = jnp.zeros(dq_acc.shape, jnp.float32)
+        if dbias_acc is not None:
+            dbias_acc[...] = jnp.zeros(dbias_acc.shape, jnp.float32)
+
+    k = k_ref[...]
+    _, ds = _probs_and_dscores(
+        plan, q_ref[...], k, v_ref[...], do_ref[...], lse_ref[...], delta_ref[...], _tile(bias_ref), _tile(mask_ref),
+        j * block_k, block_k,
+    )  # fmt: skip
+    dq_acc[...] += pl.dot(ds.astype(k.dtype), k, precision=plan.precision)
+    if want_dbias:
+        tile = ds if rows_full else jnp.sum(ds, axis=0, keepdims=True)
+        if keys_full:
+            dbias_ref[...] = tile.astype(dbias_ref.dtype)
+        else:
+            dbias_acc[...] += jnp.sum(tile, axis=1, keepdims=True)
+
+    @pl.when(j == pl.num_programs(3) - 1)
+    def _finish():
+        dq_ref[...] = (dq_acc[...] * plan.scale).astype(dq_ref.dtype)
+        if dbias_acc is not None:
+            dbias_ref[...] = dbias_acc[...].astype(dbias_ref.dtype)
+
+
+def _backward_streamed(plan: Plan, q, k, v, bias, mask, lse, delta, do, want_dbias: bool):
+    has_bias, has_mask = bias is not None, mask is not None
+    extras = [x for x in (bias, mask) if x is not None]
+    extra_shapes = [s for x, s in ((bias, plan.bias_shape), (mask, plan.mask_shape)) if x is not None]
+    bq, bk = plan.block_q_bwd, plan.block_k_bwd
+    nq, nk = plan.seq_q_pad // bq, plan.seq_k_pad // bk
+    d = plan.head_dim_pad
+
+    # dK/dV: k block outer (axis 2), q blocks streamed (axis 3).
+    dk, dv = _call(
+        plan,
+        functools.partial(_dkv_kernel_streamed, plan=plan, has_bias=has_bias, has_mask=has_mask),
+        grid=(plan.batch, plan.heads, nk, nq),
+        in_specs=[
+            _seq_spec_2d(plan, bq, 3),
+            _seq_spec_2d(plan, bk, 2),
+            _seq_spec_2d(plan, bk, 2),
+            _seq_spec_2d(plan, bq, 3),
+            _stat_spec_2d(bq, 3),
+            _stat_spec_2d(bq, 3),
+        ]
+        + [_extra_spec_2d(s, bq, bk, 3, 2) for s in extra_shapes],
+        out_specs=[_seq_spec_2d(plan, bk, 2), _seq_spec_2d(plan, bk, 2)],
+        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        scratch_shapes=[_vmem((bk, d)), _vmem((bk, d))],
+        name="flash_attention_dkv",
+    )(q, k, v, do, lse, delta, *extras)
+
+    # dQ (and dbias): q block outer (axis 2), k blocks streamed (axis 3).
+    out_specs = [_seq_spec_2d(plan, bq, 2)]
+    out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype)]
+    scratch = [_vmem((bq, d))]
+    rows_full = keys_full = False
+    if want_dbias:
+        _, _, bias_q, bias_k = plan.bias_shape
+        rows_full, keys_full = bias_q != 1, bias_k != 1
+        rows, cols = (bq if rows_full else 1), (bk if keys_full else 1)
+        # [batch, heads, q blocks, rows, cols]: one block per (q block, k block) where the bias spans keys, else one
+        # per q block written on its last step; the leading q-block dim keeps Mosaic's last two block dims whole.
+        dbias_shape = (plan.batch, plan.heads, nq, rows, plan.seq_k_pad if keys_full else 1)
+        out_specs.append(
+            pl.BlockSpec((None, None, None, rows, cols), lambda b, h, i, j: (b, h, i, 0, j if keys_full else 0))
+        )
+        out_shape.append(jax.ShapeDtypeStruct(dbias_shape, jnp.float32))
+        if not keys_full:
+            scratch.append(_vmem((rows, 1)))
+    dq_kernel = functools.partial(
+        _dq_kernel_streamed,
+        plan=plan,
+        has_bias=has_bias,
+        has_mask=has_mask,
+        want_dbias=want_dbias,
+        keys_full=keys_full,
+        rows_full=rows_full,
+    )
+    results = _call(
+        plan,
+        dq_kernel,
+        grid=(plan.batch, plan.heads, nq, nk),
+        in_specs=[
+            _seq_spec_2d(plan, bq, 2),
+            _seq_spec_2d(plan, bk, 3),
+            _seq_spec_2d(plan, bk, 3),
+            _seq_spec_2d(plan, bq, 2),
+            _stat_spec_2d(bq, 2),
+            _stat_spec_2d(bq, 2),
+        ]
+        + [_extra_spec_2d(s, bq, bk, 2, 3) for s in extra_shapes],
+        out_specs=out_specs,
+        out_shape=out_shape,
+        scratch_shapes=scratch,
+        name="flash_attention_dq",
+    )(q, k, v, do, lse, delta, *extras)
+    dq = results[0]
+    dbias_raw = None
+    if want_dbias:
+        # back to the layout of the looped kernels: [batch, heads, seq_q_pad or nq, seq_k_pad or 1]
+        raw = results[1]
+        dbias_raw = raw.reshape(plan.batch, plan.heads, nq * raw.shape[3], raw.shape[4])
     return dq, dk, dv, dbias_raw

@@ -79,15 +79,24 @@ F32_CASES = {
 }
 
 
+# The Pallas kernels come in two formulations: "looped" (GPU / Triton, and CPU interpret by default: each program
+# holds one outer block and loops over the other sequence) and "streamed" (TPU / Mosaic: a 4-D grid streams the other
+# sequence through VMEM scratch accumulators). Interpret mode runs either; platform="tpu" selects the streamed one.
+FORMULATIONS = {"looped": {}, "streamed": {"platform": "tpu"}}
+
+
+@pytest.mark.parametrize("formulation", list(FORMULATIONS))
 @pytest.mark.parametrize("case", list(F32_CASES))
-def test_float32_matches_xla_and_naive(case):
+def test_float32_matches_xla_and_naive(case, formulation):
     batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, block_q, block_k = F32_CASES[case]
     inputs = make_inputs(
         0, batch, seq_q, seq_k, heads, head_dim, jnp.float32, bias_shape, mask_shape, empty_row=mask_shape is not None
     )
     if case.startswith("rank2"):  # a causal mask: every row keeps at least its diagonal
         inputs = inputs[:4] + (jnp.tril(jnp.ones((seq_q, seq_k), bool)),) + inputs[5:]
-    pallas = functools.partial(attention_pallas, interpret=True, block_q=block_q, block_k=block_k)
+    pallas = functools.partial(
+        attention_pallas, interpret=True, block_q=block_q, block_k=block_k, **FORMULATIONS[formulation]
+    )
     out_p, grads_p = outputs_and_grads(pallas, *inputs)
     out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
     out_n, grads_n = outputs_and_grads(naive_attention, *inputs)
@@ -108,11 +117,14 @@ BF16_CASES = {
 }
 
 
+@pytest.mark.parametrize("formulation", list(FORMULATIONS))
 @pytest.mark.parametrize("case", list(BF16_CASES))
-def test_bfloat16_within_bf16_tolerance(case):
+def test_bfloat16_within_bf16_tolerance(case, formulation):
     batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, block_q, block_k = BF16_CASES[case]
     inputs = make_inputs(1, batch, seq_q, seq_k, heads, head_dim, jnp.bfloat16, bias_shape, mask_shape)
-    pallas = functools.partial(attention_pallas, interpret=True, block_q=block_q, block_k=block_k)
+    pallas = functools.partial(
+        attention_pallas, interpret=True, block_q=block_q, block_k=block_k, **FORMULATIONS[formulation]
+    )
     out_p, grads_p = outputs_and_grads(pallas, *inputs)
     out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
     # The reference sees the same bf16-rounded inputs, computed in f32.
@@ -129,7 +141,7 @@ def test_bfloat16_within_bf16_tolerance(case):
             assert error < 2e-2, f"{label} {name}: max error {error:.3g} relative to max |value|"
 
 
-@pytest.mark.parametrize("impl", ["pallas", "xla"])
+@pytest.mark.parametrize("impl", ["pallas", "pallas-streamed", "xla"])
 def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     q, k, v, bias, _, cotangent = make_inputs(2, 2, 20, 36, 2, 32, jnp.float32, (1, 2, 20, 36), None)
     mask = np.ones((2, 1, 20, 36), bool)
@@ -137,8 +149,9 @@ def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     mask[1] = False  # a whole batch element with nothing to attend to
     mask = jnp.asarray(mask)
     fn = functools.partial(attention, impl=impl)
-    if impl == "pallas":
-        fn = functools.partial(attention_pallas, interpret=True, block_q=8, block_k=16)
+    if impl.startswith("pallas"):
+        extra = FORMULATIONS["streamed"] if impl.endswith("streamed") else {}
+        fn = functools.partial(attention_pallas, interpret=True, block_q=8, block_k=16, **extra)
     out, grads = outputs_and_grads(fn, q, k, v, bias, mask, cotangent)
     for x in (out, *grads):
         assert np.isfinite(np.asarray(x)).all()
