@@ -12,8 +12,11 @@ bias/mask broadcastable to [batch, heads, seq_q, seq_k]) and
 - computes d(bias) only when the bias is differentiated (`custom_vjp` with symbolic zeros tells us), reduced over
   the dims the bias was broadcast along.
 
-Backends: GPU lowers through Triton (`pl.pallas_call` + `CompilerParams(num_warps, num_stages)`), TPU through Mosaic
-(layout [batch, heads, seq, head_dim]), CPU runs the same kernels with `interpret=True`.
+Backends: GPU lowers through Triton (`pl.pallas_call` + `CompilerParams(num_warps, num_stages)`, tiles per dtype and
+head_dim from `triton_tiles`), TPU through Mosaic (layout [batch, heads, seq, head_dim], the streamed kernels of
+`_kernels.py`), CPU runs either formulation with `interpret=True` (`platform="tpu"` picks the TPU one). The Triton
+kernels are compiled for sm_80 / sm_90 by `kernels.triton_compile` and the Mosaic ones for TPU v4-v6e by
+`kernels.tpu_compile`, both on a CPU host.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """Pallas kernel bodies and `pallas_call` builders of flash attention (forward, dK/dV, dQ/dbias).
 
-Every kernel sees 2-D refs [seq, head_dim] (the batch and head grid axes are squeezed by the BlockSpecs), holds one
-block of the "outer" sequence and loops with `lax.fori_loop` over blocks of the other sequence, so no kernel ever
-holds more than a [block_q, block_k] tile of scores. Arrays arrive padded: seq_q and seq_k to multiples of the
-blocks, head_dim to what the backend needs; padded keys are masked here with an iota test against the true seq_k.
-
-Masked scores are -inf. Fully masked rows are kept finite by shifting with 0 instead of -inf, give l = 0 and hence
-output 0; their log-sum-exp is stored as +inf so that exp(s - lse) is exactly 0 in the backward pass.
+Every kernel sees 2-D refs [seq, head_dim] (the batch and head grid axes are squeezed by the BlockSpecs) and never
+holds more than a [block_q, block_k] tile of scores. Two formulations share the tile math (`_scores`,
+`_probs_and_dscores`, the online-softmax update):
+- looped (GPU / Triton, and CPU interpret): a program holds one block of the "outer" sequence and loops with
+  `lax.fori_loop` over blocks of the other, read from whole-sequence refs (pointers into HBM under Triton);
+- streamed (TPU / Mosaic, where every block is copied into VMEM): a 4-D grid whose innermost "arbitrary" axis
+  visits one tile per step and keeps the running statistics / gradient sums in VMEM scratch, so VMEM use does not
+  grow with the sequence.
+Arrays arrive padded: seq_q and seq_k to multiples of the blocks, head_dim to what the backend needs; padded keys are
+masked here with an iota test against the true seq_k.
 """
 
 from __future__ import annotations
@@ -164,6 +167,24 @@ def _split_refs(refs, has_bias, has_mask, n_leading):
     return leading, bias_ref, mask_ref, rest
 
 
+def _online_softmax_step(plan: Plan, s, v, acc, m_prev, l_prev):
+    """Folds one [block_q, block_k] score tile into the running (acc, max, sum); fully masked rows stay finite."""
+    m_next = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
+    shift = jnp.where(m_next == -jnp.inf, 0.0, m_next)
+    correction = jnp.exp(m_prev - shift)
+    p = jnp.exp(s - shift)
+    l_next = correction * l_prev + jnp.sum(p, axis=1, keepdims=True)
+    acc = correction * acc + pl.dot(p.astype(v.dtype), v, precision=plan.precision)
+    return acc, m_next, l_next
+
+
+def _write_output(o_ref, lse_ref, acc, m, l):
+    """out = acc / l and lse = m + log(l); rows with nothing to attend to get 0 and lse = +inf."""
+    empty = l == 0.0
+    o_ref[...] = (acc / jnp.where(empty, 1.0, l)).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(empty, jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))
+
+
 # ------------------------------------------------------------------------------------------------------- forward
 
 
@@ -181,21 +202,13 @@ def _forward_kernel(*refs, plan: Plan, has_bias: bool, has_mask: bool):
         s = _scores(
             plan, q, k, _row_tile(bias_ref, k_start, block_k), _row_tile(mask_ref, k_start, block_k), k_start, block_k
         )
-        m_next = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
-        shift = jnp.where(m_next == -jnp.inf, 0.0, m_next)
-        correction = jnp.exp(m_prev - shift)
-        p = jnp.exp(s - shift)
-        l_next = correction * l_prev + jnp.sum(p, axis=1, keepdims=True)
-        acc = correction * acc + pl.dot(p.astype(v.dtype), v, precision=plan.precision)
-        return acc, m_next, l_next
+        return _online_softmax_step(plan, s, v, acc, m_prev, l_prev)
 
     acc = jnp.zeros((block_q, plan.head_dim_pad), jnp.float32)
     m = jnp.full((block_q, 1), -jnp.inf, jnp.float32)
     l = jnp.zeros((block_q, 1), jnp.float32)
     acc, m, l = lax.fori_loop(0, plan.seq_k_pad // block_k, body, (acc, m, l))
-    empty = l == 0.0
-    o_ref[...] = (acc / jnp.where(empty, 1.0, l)).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(empty, jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))
+    _write_output(o_ref, lse_ref, acc, m, l)
 
 
 def forward(plan: Plan, q, k, v, bias, mask):
@@ -437,23 +450,13 @@ def _forward_kernel_streamed(*refs, plan: Plan, has_bias: bool, has_mask: bool):
         m_ref[...] = jnp.full(m_ref.shape, -jnp.inf, jnp.float32)
         l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
 
-    v = v_ref[...]
     s = _scores(plan, q_ref[...], k_ref[...], _tile(bias_ref), _tile(mask_ref), j * block_k, block_k)
-    m_prev, l_prev = m_ref[...], l_ref[...]
-    m_next = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
-    shift = jnp.where(m_next == -jnp.inf, 0.0, m_next)
-    correction = jnp.exp(m_prev - shift)
-    p = jnp.exp(s - shift)
-    l_ref[...] = correction * l_prev + jnp.sum(p, axis=1, keepdims=True)
-    m_ref[...] = m_next
-    acc_ref[...] = correction * acc_ref[...] + pl.dot(p.astype(v.dtype), v, precision=plan.precision)
+    acc, m, l = _online_softmax_step(plan, s, v_ref[...], acc_ref[...], m_ref[...], l_ref[...])
+    acc_ref[...], m_ref[...], l_ref[...] = acc, m, l
 
     @pl.when(j == pl.num_programs(3) - 1)
     def _finish():
-        l, m = l_ref[...], m_ref[...]
-        empty = l == 0.0
-        o_ref[...] = (acc_ref[...] / jnp.where(empty, 1.0, l)).astype(o_ref.dtype)
-        lse_ref[...] = jnp.where(empty, jnp.inf, m + jnp.log(jnp.where(empty, 1.0, l)))
+        _write_output(o_ref, lse_ref, acc_ref[...], m_ref[...], l_ref[...])
 
 
 def _forward_streamed(plan: Plan, q, k, v, bias, mask):
