@@ -106,6 +106,7 @@ def rasterize(
         CPU). deterministic: reduce per-slot gradients with a segmented scan (default on GPU/TPU) instead of a
         scatter-add (deterministic on CPU only). pallas_backend: "triton" or "mosaic_tpu" to lower the Pallas kernels
         for a platform other than the default one (ahead-of-time export); None picks it from the default backend.
+        With `interpret=True`, "mosaic_tpu" interprets the TPU kernels (their own layout) instead of the Triton ones.
     """
     if impl not in ("auto", "xla", "pallas"):
         raise ValueError(f"impl must be 'auto', 'xla' or 'pallas'; got {impl!r}")
