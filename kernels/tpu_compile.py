@@ -103,57 +103,15 @@ def compile_for_tpu(fn: Callable, *args, generation: str = "v5e", case: str = ""
 # --------------------------------------------------------------------------------------------------------- cases
 
 
-def attention_case(batch, seq_q, seq_k, heads, head_dim, dtype, *, bias=False, mask=False):
-    """(grad fn, arg specs): forward + both backward kernels of the Pallas flash attention, built for TPU.
-
-    bias: False, True (a relative-position bias [1, heads, seq_q, seq_k]) or a shape broadcastable to
-    [batch, heads, seq_q, seq_k]; its gradient is taken too.
-    """
-    from kernels.flash_attention import attention_pallas
-
-    q = jax.ShapeDtypeStruct((batch, seq_q, heads, head_dim), dtype)
-    kv = jax.ShapeDtypeStruct((batch, seq_k, heads, head_dim), dtype)
-    args = [q, kv, kv]
-    if bias:
-        args.append(jax.ShapeDtypeStruct((1, heads, seq_q, seq_k) if bias is True else tuple(bias), jnp.float32))
-    if mask:
-        args.append(jax.ShapeDtypeStruct((batch, 1, 1, seq_k), jnp.bool_))
-
-    def loss(q, k, v, *extra):
-        extra = list(extra)
-        b = extra.pop(0) if bias else None
-        m = extra.pop(0) if mask else None
-        out = attention_pallas(q, k, v, bias=b, mask=m, interpret=False, platform="tpu")
-        return jnp.sum(out.astype(jnp.float32))
-
-    return jax.grad(loss, argnums=(0, 1, 2, 3) if bias else (0, 1, 2)), args
-
-
-def rasterize_case(num_gaussians: int, size: int, capacity: int, features: int = 3):
-    """(grad fn, args): the rasterizer's Mosaic compositing forward + backward."""
-    from kernels.rasterize import rasterize
-
-    n = num_gaussians
-    args = [
-        jax.ShapeDtypeStruct((n, 3), jnp.float32),
-        jax.ShapeDtypeStruct((n, 4), jnp.float32),
-        jax.ShapeDtypeStruct((n, 3), jnp.float32),
-        jax.ShapeDtypeStruct((n,), jnp.float32),
-        jax.ShapeDtypeStruct((n, features), jnp.float32),
-    ]
-    viewmat = np.eye(4, dtype=np.float32)
-    viewmat[2, 3] = 4.0
-    K = np.array([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], np.float32)
-
-    def loss(means, quats, scales, opacities, colors):
-        out = rasterize(means, quats, scales, opacities, colors, jnp.asarray(viewmat), jnp.asarray(K), size, size,
-                        impl="pallas", interpret=False, capacity=capacity, pallas_backend="mosaic_tpu")  # fmt: skip
-        return jnp.sum(out.image) + jnp.sum(out.alpha)
-
-    return jax.grad(loss, argnums=(0, 1, 2, 3, 4)), args
-
-
 def default_cases() -> list[tuple[str, tuple[Callable, list]]]:
+    from kernels import aot_cases
+
+    def attention_case(*args, **kwargs):
+        return aot_cases.attention_case("tpu", *args, **kwargs)
+
+    def rasterize_case(*args, **kwargs):
+        return aot_cases.rasterize_case("mosaic_tpu", *args, **kwargs)
+
     bf16, f32 = jnp.bfloat16, jnp.float32
     return [
         ("attention ViT 197 d64 bf16 bias+mask", attention_case(8, 197, 197, 12, 64, bf16, bias=True, mask=True)),
@@ -166,6 +124,7 @@ def default_cases() -> list[tuple[str, tuple[Callable, list]]]:
         ("attention 16384 d64 bf16", attention_case(1, 16384, 16384, 16, 64, bf16)),
         ("attention 32768 d128 bf16", attention_case(1, 32768, 32768, 8, 128, bf16)),
         ("rasterize 2k Gaussians 64^2, 32k slots", rasterize_case(2000, 64, 1 << 15)),
+        ("rasterize 300 Gaussians 32^2, 16 features", rasterize_case(300, 32, 4096, features=16)),
     ]
 
 

@@ -207,58 +207,6 @@ def compile_all(fn: Callable, *args, archs: Sequence[int] = (90,)) -> list[Kerne
 # --------------------------------------------------------------------------------------------------------- CLI
 
 
-def attention_case(head_dim: int, dtype, *, seq_q: int = 1024, seq_k: int = 1024, bias: bool = False,
-                   mask: bool = False, heads: int = 2, batch: int = 2):  # fmt: skip
-    """(loss fn, args) whose gradient runs the flash-attention forward and both backward kernels on the GPU path."""
-    import jax.numpy as jnp
-
-    from kernels.flash_attention import attention_pallas
-
-    q = jax.ShapeDtypeStruct((batch, seq_q, heads, head_dim), dtype)
-    kv = jax.ShapeDtypeStruct((batch, seq_k, heads, head_dim), dtype)
-    args = [q, kv, kv]
-    if bias:
-        args.append(jax.ShapeDtypeStruct((1, heads, seq_q, seq_k), jnp.float32))
-    if mask:
-        args.append(jax.ShapeDtypeStruct((batch, 1, 1, seq_k), jnp.bool_))
-
-    def loss(q, k, v, *extra):
-        extra = list(extra)
-        b = extra.pop(0) if bias else None
-        m = extra.pop(0) if mask else None
-        out = attention_pallas(q, k, v, bias=b, mask=m, interpret=False, platform="gpu")
-        return jnp.sum(out.astype(jnp.float32))
-
-    argnums = (0, 1, 2, 3) if bias else (0, 1, 2)
-    return jax.grad(loss, argnums=argnums), args
-
-
-def rasterize_case(num_gaussians: int = 2000, size: int = 64, features: int = 3, capacity: int = 1 << 15):
-    """(loss fn, args) for the rasterizer's Pallas compositing forward + backward on the GPU path."""
-    import jax.numpy as jnp
-    import numpy as np
-
-    from kernels.rasterize import rasterize
-
-    rng = np.random.default_rng(0)
-    means = rng.uniform(-1, 1, (num_gaussians, 3)).astype(np.float32)
-    quats = rng.normal(size=(num_gaussians, 4)).astype(np.float32)
-    scales = rng.uniform(0.01, 0.05, (num_gaussians, 3)).astype(np.float32)
-    opacities = rng.uniform(0.1, 0.9, (num_gaussians,)).astype(np.float32)
-    colors = rng.uniform(0, 1, (num_gaussians, features)).astype(np.float32)
-    viewmat = np.eye(4, dtype=np.float32)
-    viewmat[2, 3] = 4.0
-    focal = size * 1.2
-    K = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]], np.float32)
-
-    def loss(means, quats, scales, opacities, colors):
-        out = rasterize(means, quats, scales, opacities, colors, jnp.asarray(viewmat), jnp.asarray(K), size, size,
-                        impl="pallas", interpret=False, capacity=capacity, pallas_backend="triton")  # fmt: skip
-        return jnp.sum(out.image) + jnp.sum(out.alpha)
-
-    return jax.grad(loss, argnums=(0, 1, 2, 3, 4)), [means, quats, scales, opacities, colors]
-
-
 def _table(rows: list[tuple[str, KernelReport]]) -> str:
     lines = [
         "| case | kernel | arch | warps | stages | grid | shared KiB | registers | spills B | blocks/SM | fits |",
@@ -284,15 +232,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the table to this markdown file")
     ns = parser.parse_args(argv)
     archs = [int(a) for a in ns.archs.split(",")]
+    from kernels.aot_cases import attention_case, rasterize_case
+
     cases = []
     for head_dim in (int(h) for h in ns.head_dims.split(",")):
         for dtype in (jnp.bfloat16, jnp.float32):
             name = f"attention d={head_dim} {jnp.dtype(dtype).name}"
-            cases.append((name, attention_case(head_dim, dtype)))
-        cases.append((f"attention d={head_dim} bf16 +bias +mask", attention_case(head_dim, jnp.bfloat16, bias=True,
-                                                                                 mask=True)))  # fmt: skip
-    cases.append(("rasterize RGB", rasterize_case()))
-    cases.append(("rasterize 16 features", rasterize_case(features=16)))
+            cases.append((name, attention_case("gpu", 2, 1024, 1024, 2, head_dim, dtype)))
+        case = attention_case("gpu", 2, 1024, 1024, 2, head_dim, jnp.bfloat16, bias=True, mask=True)
+        cases.append((f"attention d={head_dim} bf16 +bias +mask", case))
+    cases.append(("rasterize RGB", rasterize_case("triton", 2000, 64, 1 << 15)))
+    cases.append(("rasterize 16 features", rasterize_case("triton", 2000, 64, 1 << 15, features=16)))
     rows = []
     for name, (fn, args) in cases:
         for report in compile_all(fn, *args, archs=archs):

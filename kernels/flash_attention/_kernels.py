@@ -554,20 +554,18 @@ def _backward_streamed(plan: Plan, q, k, v, bias, mask, lse, delta, do, want_dbi
     nq, nk = plan.seq_q_pad // bq, plan.seq_k_pad // bk
     d = plan.head_dim_pad
 
+    def in_specs(q_axis, k_axis):
+        """Specs of (q, k, v, do, lse, delta, bias?, mask?) with q blocks on grid axis q_axis, k blocks on k_axis."""
+        q_spec, k_spec, stat = _seq_spec_2d(plan, bq, q_axis), _seq_spec_2d(plan, bk, k_axis), _stat_spec_2d(bq, q_axis)
+        extra = [_extra_spec_2d(s, bq, bk, q_axis, k_axis) for s in extra_shapes]
+        return [q_spec, k_spec, k_spec, q_spec, stat, stat, *extra]
+
     # dK/dV: k block outer (axis 2), q blocks streamed (axis 3).
     dk, dv = _call(
         plan,
         functools.partial(_dkv_kernel_streamed, plan=plan, has_bias=has_bias, has_mask=has_mask),
         grid=(plan.batch, plan.heads, nk, nq),
-        in_specs=[
-            _seq_spec_2d(plan, bq, 3),
-            _seq_spec_2d(plan, bk, 2),
-            _seq_spec_2d(plan, bk, 2),
-            _seq_spec_2d(plan, bq, 3),
-            _stat_spec_2d(bq, 3),
-            _stat_spec_2d(bq, 3),
-        ]
-        + [_extra_spec_2d(s, bq, bk, 3, 2) for s in extra_shapes],
+        in_specs=in_specs(q_axis=3, k_axis=2),
         out_specs=[_seq_spec_2d(plan, bk, 2), _seq_spec_2d(plan, bk, 2)],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         scratch_shapes=[_vmem((bk, d)), _vmem((bk, d))],
@@ -605,15 +603,7 @@ def _backward_streamed(plan: Plan, q, k, v, bias, mask, lse, delta, do, want_dbi
         plan,
         dq_kernel,
         grid=(plan.batch, plan.heads, nq, nk),
-        in_specs=[
-            _seq_spec_2d(plan, bq, 2),
-            _seq_spec_2d(plan, bk, 3),
-            _seq_spec_2d(plan, bk, 3),
-            _seq_spec_2d(plan, bq, 2),
-            _stat_spec_2d(bq, 2),
-            _stat_spec_2d(bq, 2),
-        ]
-        + [_extra_spec_2d(s, bq, bk, 2, 3) for s in extra_shapes],
+        in_specs=in_specs(q_axis=2, k_axis=3),
         out_specs=out_specs,
         out_shape=out_shape,
         scratch_shapes=scratch,

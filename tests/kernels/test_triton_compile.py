@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("triton", reason="the triton package (installed with torch on Linux) compiles the kernels")
 
 from kernels import triton_compile as tc
+from kernels.aot_cases import attention_case, rasterize_case
 from kernels.flash_attention import triton_tiles
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def _check(reports, expected_names):
 
 @pytest.mark.parametrize("name,head_dim,dtype,bias,mask", ATTENTION, ids=[c[0] for c in ATTENTION])
 def test_attention_kernels_compile_for_h100_without_spills(name, head_dim, dtype, bias, mask):
-    fn, args = tc.attention_case(head_dim, dtype, seq_q=197, seq_k=300, bias=bias, mask=mask)
+    fn, args = attention_case("gpu", 2, 197, 300, 2, head_dim, dtype, bias=bias, mask=mask)
     kernels = tc.extract_kernels(fn, *args)
     pad = max(16, 1 << (head_dim - 1).bit_length())
     tiles = triton_tiles(pad, dtype)
@@ -55,7 +56,7 @@ def test_attention_kernels_compile_for_h100_without_spills(name, head_dim, dtype
 
 @pytest.mark.parametrize("features", [3, 16])
 def test_rasterizer_kernels_compile_for_h100_without_spills(features):
-    fn, args = tc.rasterize_case(num_gaussians=300, size=32, features=features, capacity=4096)
+    fn, args = rasterize_case("triton", 300, 32, 4096, features=features)
     reports = tc.compile_all(fn, *args, archs=(90,))
     _check(reports, ["gaussian_composite_fwd", "gaussian_composite_bwd"])
 
