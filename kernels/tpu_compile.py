@@ -17,6 +17,7 @@ program on a CPU machine would first try to start a TPU backend.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ def find_libtpu() -> str | None:
         return None
 
 
+@functools.cache
 def tpu_device(generation: str):
     """First device of a one-host topology of that generation (a compile target, not a runnable device)."""
     if generation not in GENERATIONS:
