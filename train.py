@@ -3,7 +3,9 @@
     python train.py --config configs/vit.py:digits --workdir runs/vit_digits
     python train.py --config configs/vit.py:digits --config.optimizer.lr=3e-4 --workdir runs/x
 
-A run resumes from the latest checkpoint in --workdir. On a cluster, jax.distributed is initialised from the
+A run resumes from the latest checkpoint in --workdir. Configs are strict: a key that neither the trainer nor the
+task reads (a typo in the file or on the command line) stops the run before anything is written, naming the closest
+valid key. On a cluster, jax.distributed is initialised from the
 environment (SLURM, TPU pods, ...) or from --coordinator_address/--num_processes/--process_id.
 """
 
@@ -52,7 +54,11 @@ def main(argv: list[str]) -> int:
     config = _CONFIG.value
     from zoo.train.config import validate_config
 
-    validate_config(config)
+    try:
+        validate_config(config)  # strict: an unknown key in the file is an error, before anything is written
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     _maybe_initialize_distributed()
     from zoo.train.trainer import Interrupted, NonFiniteLossError, Trainer
 

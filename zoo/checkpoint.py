@@ -7,7 +7,9 @@
     <dir>/checkpoints/<step>/meta       JSON: model_name, overrides, step, eval_uses_ema, metrics
 
 `create_model(name, pretrained=<dir>)` reads the latest step of such a directory; the builder overrides saved in
-`meta` are applied first, so a model trained with e.g. `num_classes=10` reloads without repeating them.
+`meta` are applied first, so a model trained with e.g. `num_classes=10` reloads without repeating them. A trainer
+checkpoint written with `checkpoint_frozen=False` holds no frozen parameters: `create_model` loads those from the
+run's `config.model.pretrained` (saved in `meta`) and the rest from the checkpoint.
 """
 
 from __future__ import annotations
@@ -98,6 +100,26 @@ def restore_model_state(path: str, abstract_state: nnx.State, *, item: str = "mo
     return state
 
 
+def _load_without_frozen(entry, path: str, meta: dict[str, Any], item: str, *, rngs: nnx.Rngs,
+                         overrides: dict[str, Any]) -> nnx.Module:
+    """A checkpoint written with `checkpoint_frozen=False`: the frozen params (meta "frozen" regexes) come from the
+    run's `config.model.pretrained`, the rest from the checkpoint."""
+    from zoo.train.optim import trainable_filter
+
+    source = ((meta.get("config") or {}).get("model") or {}).get("pretrained") or ""
+    if not source:
+        raise ValueError(
+            f"checkpoint {path} was written with checkpoint_frozen=False: its frozen parameters "
+            f"({', '.join(meta['frozen'])}) are not in it, and they come from the run's config.model.pretrained, "
+            "which is empty. Train with checkpoint_frozen=True to reload such a model."
+        )
+    model = load_pretrained(entry, source, rngs=rngs, overrides=overrides)
+    graphdef, trained, frozen = nnx.split(model, nnx.Not(nnx.All(nnx.Param, nnx.Not(trainable_filter(meta["frozen"])))),
+                                          ...)
+    trained = restore_model_state(path, trained, item=item)
+    return nnx.merge(graphdef, trained, frozen)
+
+
 def load_pretrained(entry, path: str, *, rngs: nnx.Rngs, overrides: dict[str, Any]) -> nnx.Module:
     """Build `entry`'s model and load weights from an orbax directory or an official checkpoint file."""
     if os.path.isdir(path):
@@ -110,8 +132,10 @@ def load_pretrained(entry, path: str, *, rngs: nnx.Rngs, overrides: dict[str, An
         abstract = nnx.eval_shape(lambda r: entry.builder(rngs=r, **kwargs), rngs)
         item = "ema" if meta.get("eval_uses_ema") else "model"
         graphdef, abstract_state = nnx.split(abstract)
-        state = restore_model_state(path, abstract_state, item=item)
-        return nnx.merge(graphdef, state)
+        if meta.get("checkpoint_frozen", True) or not meta.get("frozen"):
+            state = restore_model_state(path, abstract_state, item=item)
+            return nnx.merge(graphdef, state)
+        return _load_without_frozen(entry, path, meta, item, rngs=rngs, overrides=overrides)
     if not os.path.exists(path):
         url = entry.cfg.url or "the model's README"
         raise FileNotFoundError(

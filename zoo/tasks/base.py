@@ -8,7 +8,7 @@ MaskAlign teacher) enters through the hooks below, never as branches inside the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import jax
 import ml_collections
@@ -28,17 +28,113 @@ class DataIterator(Protocol):
     def set_state(self, state: dict[str, Any]) -> None: ...
 
 
-class Task:
-    """Base class of tasks; subclasses implement the methods that raise NotImplementedError."""
+# The keys of a `zoo.data` source spec (`config.data.train`, `config.data.eval`); kwargs go to the source unchecked.
+SOURCE_KEYS = {"name": None, "split": None, "kwargs": None}
 
-    #: Names of the config sections this task reads besides the trainer's own (for key validation).
+
+class Modules(nnx.Module):
+    """Several named modules trained together (a student and a frozen teacher): parameter paths are "<name>.<...>".
+
+    `layer_id` / `max_layer_id` delegate to the sub-modules that define them, so layer-wise LR decay works on the
+    trained part of a multi-module task.
+    """
+
+    def __init__(self, modules: Mapping[str, nnx.Module]):
+        self.names = tuple(modules)
+        for name, module in modules.items():
+            setattr(self, name, module)
+
+    def max_layer_id(self) -> int:
+        """The largest `max_layer_id()` of the sub-modules that define layer ids."""
+        ids = [getattr(self, n).max_layer_id() for n in self.names if hasattr(getattr(self, n), "max_layer_id")]
+        if not ids:
+            raise ValueError(f"none of the modules {self.names} defines layer ids (layer_id / max_layer_id)")
+        return max(ids)
+
+    def layer_id(self, path: str) -> int:
+        """The sub-module's layer id of `path` ("student.blocks.3.mlp.fc1.kernel" -> student's id of "blocks.3...")."""
+        name, _, rest = path.partition(".")
+        module = getattr(self, name)
+        if not hasattr(module, "layer_id"):
+            raise ValueError(f"module {name!r} ({type(module).__name__}) defines no layer_id(path) for layer-wise LR "
+                             "decay; freeze it or give it layer ids")
+        return module.layer_id(rest)
+
+
+def as_module(built: nnx.Module | Mapping[str, nnx.Module]) -> nnx.Module:
+    """A task's `build_model` / `build_pretrained` result as one module (a dict of modules becomes `Modules`)."""
+    if isinstance(built, Mapping):
+        return Modules(built)
+    return built
+
+
+def merged_config_keys(task_cls: type) -> dict[str, Any]:
+    """The config keys `task_cls` reads: the `config_keys` of every class in its MRO, merged (base classes first)."""
+
+    def merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+        for key, value in extra.items():
+            if isinstance(value, Mapping):
+                if not isinstance(into.get(key), dict):
+                    into[key] = {}
+                merge(into[key], value)
+            else:
+                into[key] = None
+
+    keys: dict[str, Any] = {}
+    for cls in reversed(task_cls.__mro__):
+        declared = vars(cls).get("config_keys")
+        if declared:
+            merge(keys, declared)
+    return keys
+
+
+class Task:
+    """Base class of tasks; subclasses implement the methods that raise NotImplementedError.
+
+    Strict configs: `config_keys` declares the config keys a task reads besides the trainer's own
+    (`zoo.train.config.base_config()`), as a nested dict section -> {key: None (a value, not checked further) or a
+    nested dict (a section whose keys are checked)}. A subclass declares only the keys it adds: the declarations of
+    all classes in its MRO are merged. A key of a config file that neither the trainer nor the task declares is an
+    error naming the closest valid key (`zoo.train.config.validate_config`).
+    """
+
+    config_keys: ClassVar[dict[str, Any]] = {
+        "model": {"name": None, "overrides": None, "pretrained": None},
+        "data": {"train": SOURCE_KEYS, "eval": SOURCE_KEYS, "eval_batch_size": None},
+    }
+
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
 
     # ---- model ---------------------------------------------------------------------------------------------------
-    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        """A fresh model (called under `nnx.eval_shape` and under jit: no side effects)."""
-        raise NotImplementedError
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module | Mapping[str, nnx.Module]:
+        """A fresh model (called under `nnx.eval_shape` and under jit: no side effects).
+
+        One module, or a dict name -> module (a student and a frozen teacher) that the trainer wraps in `Modules`, so
+        parameter paths start with the name ("teacher.blocks.0...", freeze it with `optimizer.frozen`). The default
+        builds the registered model `model_name()` with `model_overrides()`.
+        """
+        name = self.model_name()
+        if name is None:
+            raise NotImplementedError(f"{type(self).__name__} must define build_model (or model_name)")
+        import zoo
+
+        return zoo.create_model(name, rngs=rngs, **self.model_overrides())
+
+    def build_pretrained(self, pretrained: str, rngs: nnx.Rngs) -> nnx.Module | Mapping[str, nnx.Module]:
+        """The model with weights from `pretrained` (`config.model.pretrained`: an orbax directory or an official
+        checkpoint file), for fine-tuning; also the source of frozen weights that a checkpoint written with
+        `checkpoint_frozen=False` leaves out. The default loads the registered model `model_name()`.
+        """
+        name = self.model_name()
+        if name is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot load pretrained weights ({pretrained!r}): it has no registered "
+                "model_name(); override build_pretrained(pretrained, rngs)"
+            )
+        import zoo
+
+        return zoo.create_model(name, pretrained=pretrained, rngs=rngs, **self.model_overrides())
 
     def model_name(self) -> str | None:
         """Registered name of the model (saved in checkpoint metadata so `create_model` can reload it)."""
@@ -48,13 +144,33 @@ class Task:
         """Builder overrides of the model (saved in checkpoint metadata)."""
         return {}
 
+    def abstract_model(self) -> nnx.Module:
+        """The model built under `nnx.eval_shape` (no arrays allocated), cached: structure, paths, layer ids."""
+        if getattr(self, "_abstract_model", None) is None:
+            self._abstract_model = nnx.eval_shape(lambda: as_module(self.build_model(nnx.Rngs(0))))
+        return self._abstract_model
+
     def layer_id(self, path: str) -> int:
-        """Layer index of a parameter for layer-wise LR decay (0 = embeddings, num_layers + 1 = head)."""
-        raise NotImplementedError(f"{type(self).__name__} does not define layer ids for layer-wise LR decay")
+        """Layer id of the parameter at dotted `path` for layer-wise LR decay, from the model's `layer_id(path)`
+        (0 = embeddings, block i -> i + 1, `max_layer_id()` = head and everything after the blocks)."""
+        model = self.abstract_model()
+        if not hasattr(model, "layer_id"):
+            raise ValueError(f"optimizer.layer_decay needs layer ids, but model {type(model).__name__} defines no "
+                             "layer_id(path) / max_layer_id()")
+        return int(model.layer_id(path))
+
+    def max_layer_id(self) -> int:
+        """The largest layer id (the head's): the model's `max_layer_id()` (num_blocks + 1 for a ViT)."""
+        model = self.abstract_model()
+        if not hasattr(model, "max_layer_id"):
+            raise ValueError(f"optimizer.layer_decay needs layer ids, but model {type(model).__name__} defines no "
+                             "layer_id(path) / max_layer_id()")
+        return int(model.max_layer_id())
 
     def num_layers(self) -> int | None:
-        """Number of layers for layer-wise LR decay, or None when the task has no such notion."""
-        return None
+        """Number of blocks for layer-wise LR decay (`max_layer_id() - 1`), or None when the model has no layer ids."""
+        model = self.abstract_model()
+        return int(model.max_layer_id()) - 1 if hasattr(model, "max_layer_id") else None
 
     # ---- data ----------------------------------------------------------------------------------------------------
     def train_iterator(self, *, seed: int, process_index: int, process_count: int) -> DataIterator:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax import nnx
 
-import zoo
 from zoo import data as data_lib
 from zoo.tasks.base import Task
-
-_EMBED_NAMES = re.compile(r"^(patch_embed|cls_token|pos_embed|reg_token|stem|class_embedding|positional_embedding)")
-_BLOCK_INDEX = re.compile(r"^(?:blocks|layers|resblocks|transformer\.resblocks)\.(\d+)\.")
 
 
 class ClassificationTask(Task):
@@ -24,8 +18,16 @@ class ClassificationTask(Task):
 
     Config: model.{name, overrides, pretrained}; data.{train, eval (each {name, split, kwargs}), num_classes,
     image_size, interpolation, crop_pct, mean, std, scale, ratio, hflip, auto_augment, reprob, mixup, cutmix,
-    mixup_prob, switch_prob, label_smoothing, eval_batch_size}.
+    mixup_prob, switch_prob, label_smoothing, eval_batch_size}. The model is built by the base Task from
+    `model_name()` / `model_overrides()`; layer ids for layer-wise LR decay come from the model's `layer_id(path)`.
     """
+
+    config_keys: ClassVar[dict[str, Any]] = {
+        "data": dict.fromkeys(
+            ("num_classes", "image_size", "interpolation", "crop_pct", "mean", "std", "scale", "ratio", "hflip",
+             "auto_augment", "reprob", "mixup", "cutmix", "mixup_prob", "switch_prob", "label_smoothing")
+        )
+    }
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
@@ -41,33 +43,6 @@ class ClassificationTask(Task):
         if self.config.get("dtype", "float32") != "float32":
             overrides.setdefault("dtype", self.config.dtype)  # bf16 compute, f32 params
         return overrides
-
-    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        return zoo.create_model(self.model_name(), rngs=rngs, **self.model_overrides())
-
-    def build_pretrained(self, pretrained: str, rngs: nnx.Rngs) -> nnx.Module:
-        """The model with weights from a checkpoint (fine-tuning); the head may be re-initialised by the builder."""
-        return zoo.create_model(self.model_name(), pretrained=pretrained, rngs=rngs, **self.model_overrides())
-
-    def num_layers(self) -> int | None:
-        if not hasattr(self, "_num_layers"):
-            abstract = nnx.eval_shape(lambda: self.build_model(nnx.Rngs(0)))
-            indices = set()
-            for path, _ in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
-                match = _BLOCK_INDEX.match(".".join(str(p) for p in path))
-                if match:
-                    indices.add(int(match.group(1)))
-            self._num_layers = max(indices) + 1 if indices else None
-        return self._num_layers
-
-    def layer_id(self, path: str) -> int:
-        """timm/BEiT layer ids: embeddings 0, block i -> i + 1, everything after the blocks num_layers + 1."""
-        if _EMBED_NAMES.match(path):
-            return 0
-        match = _BLOCK_INDEX.match(path)
-        if match:
-            return int(match.group(1)) + 1
-        return (self.num_layers() or 0) + 1
 
     # ---- data ----------------------------------------------------------------------------------------------------
     def _transform(self, train: bool):

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from zoo.tasks.base import Task
+from zoo.tasks.base import Task, as_module
 from zoo.train import mesh as mesh_lib
 from zoo.train import optim
 from zoo.train.metrics import MetricWriter, Progress
@@ -82,6 +82,9 @@ class Trainer:
         self.compute_dtype = jnp.dtype(config.get("dtype", "float32"))
         self._stop_signal: int | None = None
         self.step = 0
+        from zoo.train.config import validate_config
+
+        validate_config(config, type(task))
         self._build()
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -89,19 +92,25 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------------
     def _build(self) -> None:
         config = self.config
+        layer_decay = bool(config.optimizer.get("layer_decay", 0.0))
+        # Frozen parameters are outside the optimized set: no gradients, no optimizer state, only model state.
+        self.frozen_patterns = tuple(config.optimizer.get("frozen", ()) or ())
+        self.trainable = optim.trainable_filter(self.frozen_patterns)
         self.tx, self.schedule = optim.build_optimizer(
             config.optimizer,
             self.total_steps,
-            layer_id_fn=self.task.layer_id if config.optimizer.get("layer_decay", 0.0) else None,
-            num_layers=self.task.num_layers(),
+            layer_id_fn=self.task.layer_id if layer_decay else None,
+            max_layer_id=self.task.max_layer_id() if layer_decay else None,
+            mask_frozen=False,
         )
         seed = int(config.seed)
         pretrained = config.model.get("pretrained", None) if "model" in config else None
+        trainable = self.trainable
 
         def create():
             rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-            model = self.task.build_model(rngs)
-            optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+            model = as_module(self.task.build_model(rngs))
+            optimizer = nnx.Optimizer(model, self.tx, wrt=trainable)
             return model, optimizer
 
         abstract_model, abstract_optimizer = nnx.eval_shape(create)
@@ -120,20 +129,36 @@ class Trainer:
         )
         with jax.set_mesh(self.mesh):
             if pretrained:
-                model = self.task.build_pretrained(pretrained, nnx.Rngs(params=seed, dropout=seed + 1))
-                optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+                model = as_module(self.task.build_pretrained(pretrained, nnx.Rngs(params=seed, dropout=seed + 1)))
+                optimizer = nnx.Optimizer(model, self.tx, wrt=trainable)
                 self.state = jax.device_put(nnx.to_pure_dict(nnx.state((model, optimizer))), self.state_sharding)
             else:
                 self.state = jax.jit(lambda: nnx.to_pure_dict(nnx.state(create())), out_shardings=self.state_sharding)()
+        # With checkpoint_frozen=False these entries of the model state are not saved (rebuilt from their source).
+        self.checkpoint_frozen = bool(config.get("checkpoint_frozen", True))
+        frozen_params = nnx.All(nnx.Param, nnx.Not(trainable))
+        self._frozen_keys = {} if self.checkpoint_frozen else nnx.to_pure_dict(
+            nnx.filter_state(abstract_state[0], frozen_params)
+        )
         self.ema_decay = float(config.get("ema_decay", 0.0))
-        self._ema_keys = nnx.to_pure_dict(nnx.filter_state(abstract_state[0], (nnx.Param, nnx.BatchStat)))
-        self.ema = _subset(self.state[0], self._ema_keys) if self.ema_decay else None
+        # The EMA tracks what changes: trainable params and batch statistics (a frozen teacher is not copied).
+        self._ema_keys = nnx.to_pure_dict(nnx.filter_state(abstract_state[0], nnx.Any(trainable, nnx.BatchStat)))
         self.ema_sharding = _subset(self.state_sharding[0], self._ema_keys) if self.ema_decay else None
+        self.ema = self._copy_ema(self.state[0]) if self.ema_decay else None
         self.param_count = sum(
             int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract_model, nnx.Param))
         )
+        self.trainable_param_count = sum(
+            int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract_model, trainable))
+        )
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
+
+    def _copy_ema(self, model_state: dict) -> dict:
+        """A fresh copy of the EMA-tracked entries of `model_state`: the EMA and the live state are both donated to
+        the step, so they must not share buffers."""
+        copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=self.ema_sharding)
+        return copy(_subset(model_state, self._ema_keys))
 
     def to_state(self, pure) -> nnx.State:
         """nnx.State of (model, optimizer) from the pure-dict form the trainer keeps."""
@@ -143,17 +168,18 @@ class Trainer:
 
     def _make_train_step(self):
         graphdef, task, tx_accum = self.graphdef, self.task, self.accumulation_steps
-        ema_decay = self.ema_decay
+        ema_decay, trainable = self.ema_decay, self.trainable
 
         def loss_and_grads(model, batch):
-            params_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            # Only the trainable params are differentiated; frozen ones ride along in `rest` as constants.
+            params_graphdef, params, rest = nnx.split(model, trainable, ...)
 
             def loss_fn(params, rest, micro):
                 # copy=True: fresh Variables at this (grad) trace level, so that train-mode state updates
                 # (BatchNorm statistics, RNG counts) can be written; reusing the outer ones raises TraceContextError.
                 local_model = nnx.merge(params_graphdef, params, rest, copy=True)
                 loss, metrics = task.loss(local_model, micro)
-                _, _, new_rest = nnx.split(local_model, nnx.Param, ...)
+                _, _, new_rest = nnx.split(local_model, trainable, ...)
                 return loss, (dict(metrics, loss=loss), new_rest)
 
             if tx_accum == 1:
@@ -237,6 +263,8 @@ class Trainer:
             "overrides": self.task.model_overrides(),
             "step": self.step,
             "eval_uses_ema": bool(self.ema_decay),
+            "frozen": list(self.frozen_patterns),
+            "checkpoint_frozen": self.checkpoint_frozen,
             "config": json.loads(self.config.to_json_best_effort()),
             **(extra or {}),
         }
@@ -245,14 +273,15 @@ class Trainer:
         """Save model, optimizer, EMA, iterator state and metadata at the current step."""
         import orbax.checkpoint as ocp
 
+        # "ema" holds the whole eval model state (EMA entries over the live ones), so that it loads like "model".
         items = {
-            "model": ocp.args.StandardSave(self.state[0]),
+            "model": ocp.args.StandardSave(_without(self.state[0], self._frozen_keys)),
             "optimizer": ocp.args.StandardSave(self.state[1]),
             "data_iter": ocp.args.JsonSave(iterator.get_state()),
             "meta": ocp.args.JsonSave(self._meta(extra_meta)),
         }
         if self.ema is not None:
-            items["ema"] = ocp.args.StandardSave(self.ema)
+            items["ema"] = ocp.args.StandardSave(_without(self.eval_model_state(), self._frozen_keys))
         manager.save(self.step, args=ocp.args.Composite(**items), force=True)
 
     def _restore(self, manager, iterator) -> bool:
@@ -261,18 +290,20 @@ class Trainer:
         step = manager.latest_step()
         if step is None:
             return False
-        abstract_model, abstract_optimizer = self.abstract_state[0], self.abstract_state[1]
+        abstract_model = _without(self.abstract_state[0], self._frozen_keys)
+        abstract_optimizer = self.abstract_state[1]
         items = {
             "model": ocp.args.StandardRestore(abstract_model),
             "optimizer": ocp.args.StandardRestore(abstract_optimizer),
             "data_iter": ocp.args.JsonRestore(),
         }
         if self.ema is not None:
-            items["ema"] = ocp.args.StandardRestore(_subset(self.abstract_state[0], self._ema_keys))
+            items["ema"] = ocp.args.StandardRestore(abstract_model)
         restored = manager.restore(step, args=ocp.args.Composite(**items))
-        self.state = {0: restored["model"], 1: restored["optimizer"]}
+        # Frozen entries left out of the checkpoint keep the values just built from their source.
+        self.state = {0: _overlay(self.state[0], restored["model"]), 1: restored["optimizer"]}
         if self.ema is not None:
-            self.ema = restored["ema"]
+            self.ema = _subset(restored["ema"], self._ema_keys)
         iterator.set_state(restored["data_iter"])
         self.step = int(step)
         log.info("resumed from %s at step %d", manager.directory, step)
@@ -380,6 +411,21 @@ class Trainer:
 def _subset(tree: dict, keys: dict) -> dict:
     """The entries of nested dict `tree` present in nested dict `keys`."""
     return {k: _subset(tree[k], v) if isinstance(v, dict) else tree[k] for k, v in keys.items()}
+
+
+def _without(tree: dict, keys: dict) -> dict:
+    """Nested dict `tree` without the entries present in nested dict `keys` (sections left empty are dropped)."""
+    if not keys:
+        return tree
+    out = {}
+    for k, v in tree.items():
+        if k not in keys:
+            out[k] = v
+        elif isinstance(keys[k], dict) and isinstance(v, dict):
+            rest = _without(v, keys[k])
+            if rest:
+                out[k] = rest
+    return out
 
 
 def _overlay(tree: dict, update: dict) -> dict:
