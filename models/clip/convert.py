@@ -4,7 +4,9 @@ Reads the plain state-dict layout (`visual.conv1.weight`, `visual.transformer.re
 `transformer.resblocks.N...`, `token_embedding.weight`, `text_projection`, `logit_scale`, ...) as saved by open_clip
 (`open_clip_pytorch_model.bin` / `open_clip_model.safetensors` on the hub) or by `torch.jit.load(openai.pt)
 .state_dict()`. The OpenAI `.pt` files themselves are TorchScript archives: re-save their state dict first (see
-README). OpenAI's fp16 tensors are cast to the model's parameter dtype.
+README). OpenAI's fp16 tensors are cast to the model's parameter dtype. The keys keep torch's names; the rules map
+the four that the model names after `models.layers`: `visual.conv1` -> `visual.patch_embed.proj`, `attn.in_proj_*` ->
+`attn.qkv`, `attn.out_proj` -> `attn.proj`, `mlp.c_fc` / `mlp.c_proj` -> `mlp.fc1` / `mlp.fc2`.
 """
 
 from __future__ import annotations
@@ -16,29 +18,33 @@ from flax import nnx
 from models.vit.convert import resample_abs_pos_embed
 from zoo.convert import Rule, conv2d, convert_with_rules, extract_state_dict, flat_paths, linear
 
+# torch Linear names in a residual block (regex) -> the `models.layers` names; the norms keep torch's names.
+_LINEARS = {r"attn\.out_proj": "attn.proj", r"mlp\.c_fc": "mlp.fc1", r"mlp\.c_proj": "mlp.fc2"}
+
+
+def _block_rules(source: str, target: str) -> tuple[Rule, ...]:
+    """Rules of the torch keys `source.resblocks.N.*` (`source` a regex) -> the NNX paths `target.resblocks.N.*`."""
+    block, dest = source + r"\.resblocks\.(\d+)", target + r".resblocks.\1"
+    rules = [
+        Rule(block + r"\.(ln_1|ln_2)\.weight", dest + r".\2.scale"),
+        Rule(block + r"\.(ln_1|ln_2)\.bias", dest + r".\2.bias"),
+        # nn.MultiheadAttention's fused in_proj is [q; k; v] on the output axis, the layout `Attention.qkv` splits.
+        Rule(block + r"\.attn\.in_proj_weight", dest + ".attn.qkv.kernel", linear),
+        Rule(block + r"\.attn\.in_proj_bias", dest + ".attn.qkv.bias"),
+    ]
+    for torch_name, ours in _LINEARS.items():
+        rules.append(Rule(rf"{block}\.{torch_name}\.weight", f"{dest}.{ours}.kernel", linear))
+        rules.append(Rule(rf"{block}\.{torch_name}\.bias", f"{dest}.{ours}.bias"))
+    return tuple(rules)
+
+
 CLIP_RULES = (
-    Rule(r"visual\.conv1\.weight", "visual.conv1.kernel", conv2d),
+    Rule(r"visual\.conv1\.weight", "visual.patch_embed.proj.kernel", conv2d),
     Rule(r"visual\.(class_embedding|positional_embedding|proj)", r"visual.\1"),
     Rule(r"visual\.(ln_pre|ln_post)\.weight", r"visual.\1.scale"),
     Rule(r"visual\.(ln_pre|ln_post)\.bias", r"visual.\1.bias"),
-    Rule(r"visual\.transformer\.resblocks\.(\d+)\.(ln_1|ln_2)\.weight", r"visual.transformer.resblocks.\1.\2.scale"),
-    Rule(r"visual\.transformer\.resblocks\.(\d+)\.(ln_1|ln_2)\.bias", r"visual.transformer.resblocks.\1.\2.bias"),
-    Rule(r"visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_weight",
-         r"visual.transformer.resblocks.\1.attn.in_proj.kernel", linear),
-    Rule(r"visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_bias", r"visual.transformer.resblocks.\1.attn.in_proj.bias"),
-    Rule(r"visual\.transformer\.resblocks\.(\d+)\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)\.weight",
-         r"visual.transformer.resblocks.\1.\2.kernel", linear),
-    Rule(r"visual\.transformer\.resblocks\.(\d+)\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)\.bias",
-         r"visual.transformer.resblocks.\1.\2.bias"),
-    Rule(r"transformer\.resblocks\.(\d+)\.(ln_1|ln_2)\.weight", r"text.transformer.resblocks.\1.\2.scale"),
-    Rule(r"transformer\.resblocks\.(\d+)\.(ln_1|ln_2)\.bias", r"text.transformer.resblocks.\1.\2.bias"),
-    Rule(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_weight", r"text.transformer.resblocks.\1.attn.in_proj.kernel",
-         linear),
-    Rule(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_bias", r"text.transformer.resblocks.\1.attn.in_proj.bias"),
-    Rule(r"transformer\.resblocks\.(\d+)\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)\.weight",
-         r"text.transformer.resblocks.\1.\2.kernel", linear),
-    Rule(r"transformer\.resblocks\.(\d+)\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)\.bias",
-         r"text.transformer.resblocks.\1.\2.bias"),
+    *_block_rules(r"visual\.transformer", "visual.transformer"),
+    *_block_rules(r"transformer", "text.transformer"),
     Rule(r"token_embedding\.weight", "text.token_embedding.embedding"),
     Rule(r"(positional_embedding|text_projection)", r"text.\1"),
     Rule(r"ln_final\.weight", "text.ln_final.scale"),

@@ -1,10 +1,13 @@
 """OpenAI CLIP (Radford et al., 2021) image and text towers in Flax NNX.
 
-Parameter paths mirror the OpenAI / open_clip state dict: `visual.conv1`, `visual.class_embedding`,
-`visual.positional_embedding`, `visual.ln_pre`, `visual.transformer.resblocks.N.{ln_1, attn.in_proj, attn.out_proj,
-ln_2, mlp.c_fc, mlp.c_proj}`, `visual.ln_post`, `visual.proj`; the text tower sits under `text.` (open_clip keeps it at
-the top level: `token_embedding`, `positional_embedding`, `transformer`, `ln_final`, `text_projection`), then
-`logit_scale`. Images are NHWC floats normalised with CLIP's mean/std; tokens are int32 [batch, context_length].
+The towers follow the OpenAI / open_clip module tree (`visual.class_embedding`, `visual.positional_embedding`,
+`visual.ln_pre`, `visual.transformer.resblocks.N.{ln_1, attn, ln_2, mlp}`, `visual.ln_post`, `visual.proj`; the text
+tower under `text.`: `token_embedding`, `positional_embedding`, `transformer`, `ln_final`, `text_projection`; then
+`logit_scale`), built from the shared `models.layers`, whose names differ from torch's in four places:
+`visual.patch_embed.proj` (torch `visual.conv1`), `attn.qkv` / `attn.proj` (`attn.in_proj` / `attn.out_proj`) and
+`mlp.fc1` / `mlp.fc2` (`mlp.c_fc` / `mlp.c_proj`); `convert.py` maps them. open_clip keeps the text tower at the top
+level of its state dict. Images are NHWC floats normalised with CLIP's mean/std; tokens are int32
+[batch, context_length].
 """
 
 from __future__ import annotations
@@ -15,71 +18,33 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-import kernels
-from models.vit.layers import (
-    SPEC_COLUMN_PARALLEL,
-    SPEC_ROW_PARALLEL,
+from models.layers import (
+    Attention,
     DropPath,
+    Mlp,
+    PatchEmbed,
     check_image_input,
-    partitioned,
+    layer_norm,
     sharding_scope,
 )
 
 _normal = nnx.initializers.normal
+_LN_EPS = 1e-5  # torch's nn.LayerNorm default, which CLIP uses everywhere
+_ACTS = ("quick_gelu", "gelu")
+# First path components of each tower's parameters before its blocks (layer id 0 for layer-wise LR decay).
+_VISION_EMBEDDINGS = frozenset({"patch_embed", "class_embedding", "positional_embedding", "ln_pre"})
+_TEXT_EMBEDDINGS = frozenset({"token_embedding", "positional_embedding"})
 
 
-def quick_gelu(x: jax.Array) -> jax.Array:
-    """x * sigmoid(1.702 x): the activation OpenAI CLIP was trained with."""
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-def _activation(name: str):
-    if name == "quick_gelu":
-        return quick_gelu
-    if name == "gelu":
-        return lambda x: jax.nn.gelu(x, approximate=False)
-    raise ValueError(f"act must be 'quick_gelu' (OpenAI weights) or 'gelu' (most LAION open_clip weights); got {name!r}")
-
-
-class MultiheadAttention(nnx.Module):
-    """torch `nn.MultiheadAttention` layout: fused `in_proj` ([q; k; v] on the output axis) and `out_proj`."""
-
-    def __init__(self, dim: int, num_heads: int, *, attention_impl: str, dtype: Any, param_dtype: Any, rngs):
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.attention_impl = attention_impl
-        self.in_proj = nnx.Linear(
-            dim, 3 * dim, kernel_init=partitioned(_normal(dim**-0.5), SPEC_COLUMN_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-        self.out_proj = nnx.Linear(
-            dim, dim, kernel_init=partitioned(_normal(dim**-0.5), SPEC_ROW_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-
-    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
-        batch, seq, dim = x.shape
-        qkv = self.in_proj(x).reshape(batch, seq, 3, self.num_heads, self.head_dim)
-        out = kernels.attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask, impl=self.attention_impl)
-        return self.out_proj(out.reshape(batch, seq, dim))
-
-
-class ClipMlp(nnx.Module):
-    """c_fc -> activation -> c_proj."""
-
-    def __init__(self, dim: int, hidden: int, *, act: str, dtype: Any, param_dtype: Any, rngs):
-        self.act = act
-        self.c_fc = nnx.Linear(
-            dim, hidden, kernel_init=partitioned(_normal(dim**-0.5), SPEC_COLUMN_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-        self.c_proj = nnx.Linear(
-            hidden, dim, kernel_init=partitioned(_normal(hidden**-0.5), SPEC_ROW_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.c_proj(_activation(self.act)(self.c_fc(x)))
+def _tower_layer_id(path: str, embeddings: frozenset[str], last: int) -> int:
+    """BEiT / timm layer id of a tower's parameter: 0 for `embeddings`, i + 1 for `transformer.resblocks.i`, else
+    `last` (the norm and projection after the blocks)."""
+    parts = path.split(".")
+    if parts[0] in embeddings:
+        return 0
+    if parts[:2] == ["transformer", "resblocks"]:
+        return int(parts[2]) + 1
+    return last
 
 
 class ResidualAttentionBlock(nnx.Module):
@@ -90,11 +55,21 @@ class ResidualAttentionBlock(nnx.Module):
         drop_path_rate: float = 0.0, attention_impl: str = "auto", dtype: Any = None,
         param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
     ):
+        if act not in _ACTS:
+            raise ValueError(
+                f"act must be 'quick_gelu' (OpenAI weights) or 'gelu' (most LAION open_clip weights); got {act!r}"
+            )
         common = {"dtype": dtype, "param_dtype": param_dtype}
-        self.ln_1 = nnx.LayerNorm(dim, epsilon=1e-5, rngs=rngs, **common)
-        self.attn = MultiheadAttention(dim, num_heads, attention_impl=attention_impl, rngs=rngs, **common)
-        self.ln_2 = nnx.LayerNorm(dim, epsilon=1e-5, rngs=rngs, **common)
-        self.mlp = ClipMlp(dim, int(dim * mlp_ratio), act=act, rngs=rngs, **common)
+        hidden = int(dim * mlp_ratio)
+        self.ln_1 = layer_norm(dim, eps=_LN_EPS, rngs=rngs, **common)
+        # OpenAI's init: normal(width^-0.5) for the attention projections and c_fc, normal(hidden^-0.5) for c_proj.
+        self.attn = Attention(
+            dim, num_heads, kernel_init=_normal(dim**-0.5), attention_impl=attention_impl, rngs=rngs, **common,
+        )
+        self.ln_2 = layer_norm(dim, eps=_LN_EPS, rngs=rngs, **common)
+        self.mlp = Mlp(
+            dim, hidden, act=act, fc1_init=_normal(dim**-0.5), fc2_init=_normal(hidden**-0.5), rngs=rngs, **common,
+        )
         self.drop_path = DropPath(drop_path_rate, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, train: bool = False, rngs=None):
@@ -120,43 +95,54 @@ class Transformer(nnx.Module):
 
 
 class VisionTower(nnx.Module):
-    """CLIP image encoder: conv1 (no bias) -> [class; patches] + positional_embedding -> ln_pre -> blocks -> ln_post."""
+    """CLIP image encoder: patch_embed (torch `conv1`, no bias) -> [class; patches] + positional_embedding -> ln_pre ->
+    blocks -> ln_post; `__call__` projects the class token with `proj`."""
 
     def __init__(
         self, *, img_size: int = 224, patch_size: int = 32, width: int = 768, layers: int = 12, heads: int = 12,
         output_dim: int = 512, in_chans: int = 3, act: str = "quick_gelu", drop_path_rate: float = 0.0,
         attention_impl: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
     ):
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
         self.img_size = (img_size, img_size)
         self.patch_size = patch_size
         self.in_chans = in_chans
-        self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.width = width
         self.output_dim = output_dim
+        self.depth = layers
         common = {"dtype": dtype, "param_dtype": param_dtype}
         scale = width**-0.5
-        self.conv1 = nnx.Conv(
-            in_chans, width, kernel_size=(patch_size, patch_size), strides=(patch_size, patch_size),
-            padding="VALID", use_bias=False, rngs=rngs, **common,
+        # Raises for an img_size the patches do not tile. Default (lecun normal) kernel init, as the old conv1.
+        self.patch_embed = PatchEmbed(
+            patch_size, in_chans, width, img_size=img_size, use_bias=False, rngs=rngs, **common,
         )
-        num_tokens = self.grid_size[0] * self.grid_size[1] + 1
+        self.grid_size = self.patch_embed.grid_size
+        num_tokens = self.patch_embed.num_patches + 1
         self.class_embedding = nnx.Param(_normal(scale)(rngs.params(), (width,), param_dtype))
         self.positional_embedding = nnx.Param(_normal(scale)(rngs.params(), (num_tokens, width), param_dtype))
-        self.ln_pre = nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs, **common)
+        self.ln_pre = layer_norm(width, eps=_LN_EPS, rngs=rngs, **common)
         self.transformer = Transformer(
             width, layers, heads, act=act, drop_path_rate=drop_path_rate, attention_impl=attention_impl,
             rngs=rngs, **common,
         )
-        self.ln_post = nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs, **common)
+        self.ln_post = layer_norm(width, eps=_LN_EPS, rngs=rngs, **common)
         self.proj = nnx.Param(_normal(scale)(rngs.params(), (width, output_dim), param_dtype))
+
+    def max_layer_id(self) -> int:
+        """The layer id of ln_post and proj, after the blocks: layers + 1 (BEiT / timm convention)."""
+        return self.depth + 1
+
+    def layer_id(self, path: str) -> int:
+        """Layer-wise LR decay id of the parameter at dotted `path` relative to the tower.
+
+        0 for the embeddings (patch_embed = torch `conv1`, class_embedding, positional_embedding, ln_pre), i + 1 for
+        `transformer.resblocks.i`, `max_layer_id()` for ln_post and proj.
+        """
+        return _tower_layer_id(path, _VISION_EMBEDDINGS, self.max_layer_id())
 
     def embed(self, images: jax.Array) -> jax.Array:
         """ln_pre([class; patches] + positional_embedding): [batch, 1 + grid_h * grid_w, width]."""
         check_image_input(images, img_size=self.img_size, in_chans=self.in_chans, model="CLIP image tower")
-        x = self.conv1(images)
-        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        x = self.patch_embed(images)
         cls = jnp.broadcast_to(self.class_embedding[...].astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
         x = jnp.concatenate([cls, x], axis=1) + self.positional_embedding[...].astype(x.dtype)
         return self.ln_pre(x)
@@ -190,12 +176,23 @@ class TextTower(nnx.Module):
     ):
         self.vocab_size = vocab_size
         self.context_length = context_length
+        self.depth = layers
         common = {"dtype": dtype, "param_dtype": param_dtype}
         self.token_embedding = nnx.Embed(vocab_size, width, embedding_init=_normal(0.02), rngs=rngs, **common)
         self.positional_embedding = nnx.Param(_normal(0.01)(rngs.params(), (context_length, width), param_dtype))
         self.transformer = Transformer(width, layers, heads, act=act, attention_impl=attention_impl, rngs=rngs, **common)
-        self.ln_final = nnx.LayerNorm(width, epsilon=1e-5, rngs=rngs, **common)
+        self.ln_final = layer_norm(width, eps=_LN_EPS, rngs=rngs, **common)
         self.text_projection = nnx.Param(_normal(width**-0.5)(rngs.params(), (width, output_dim), param_dtype))
+
+    def max_layer_id(self) -> int:
+        """The layer id of ln_final and text_projection, after the blocks: layers + 1."""
+        return self.depth + 1
+
+    def layer_id(self, path: str) -> int:
+        """Layer-wise LR decay id of the parameter at dotted `path` relative to the tower: 0 for token_embedding and
+        positional_embedding, i + 1 for `transformer.resblocks.i`, `max_layer_id()` for ln_final and
+        text_projection."""
+        return _tower_layer_id(path, _TEXT_EMBEDDINGS, self.max_layer_id())
 
     def forward_features(self, tokens: jax.Array, *, return_hidden_states: bool = False):
         """All token features after ln_final, [batch, seq, width] (causal: token t sees tokens <= t)."""
@@ -249,6 +246,26 @@ class CLIP(nnx.Module):
                 heads=text_heads or text_width // 64, output_dim=embed_dim, **common,
             )
         self.logit_scale = nnx.Param(jnp.full((), jnp.log(1 / 0.07), dtype=param_dtype))
+
+    def max_layer_id(self) -> int:
+        """The layer id of everything after the blocks: the deeper tower's layers + 1 (the image tower's for every
+        registered variant), so that no text block shares the id of the final norms and projections."""
+        return max(self.visual.depth, self.text.depth) + 1
+
+    def layer_id(self, path: str) -> int:
+        """Layer-wise LR decay id of the parameter at dotted `path` (e.g. "visual.transformer.resblocks.3.attn.qkv
+        .kernel"), the BEiT / timm convention applied to each tower over its own blocks.
+
+        0 for the embeddings (`visual.`: patch_embed, class_embedding, positional_embedding, ln_pre; `text.`:
+        token_embedding, positional_embedding), i + 1 for block i of either tower (`*.transformer.resblocks.i`), and
+        `max_layer_id()` for the rest (ln_post, proj, ln_final, text_projection, logit_scale).
+        """
+        tower_name, _, rest = path.partition(".")
+        tower = {"visual": self.visual, "text": self.text}.get(tower_name)
+        if tower is None:
+            return self.max_layer_id()
+        tower_id = tower.layer_id(rest)
+        return self.max_layer_id() if tower_id == tower.max_layer_id() else tower_id
 
     def forward_features(self, images: jax.Array, **kwargs) -> jax.Array:
         """The image tower's tokens after ln_post (see `VisionTower.forward_features`)."""

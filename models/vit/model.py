@@ -1,7 +1,9 @@
 """Vision Transformer (Dosovitskiy et al., 2021) in Flax NNX, with timm's module layout and numerics.
 
 Parameter paths mirror timm's state-dict keys (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.attn.qkv`,
-`blocks.N.mlp.fc1`, `norm`, `fc_norm`, `head`), so the converter is a plain key map. Inputs are NHWC floats.
+`blocks.N.mlp.fc1`, `norm`, `fc_norm`, `head`), so the converter is a plain key map. Inputs are NHWC floats. The
+attention, MLP, patch embedding, LayerNorm and drop layers are the shared ones of `models.layers`; this file holds
+only the ViT block and model.
 """
 
 from __future__ import annotations
@@ -13,95 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-import kernels
-from models.vit.layers import (
-    SPEC_COLUMN_PARALLEL,
-    SPEC_ROW_PARALLEL,
+from models.layers import (
+    Attention,
     Dropout,
     DropPath,
     LayerScale,
+    Mlp,
+    PatchEmbed,
     check_image_input,
-    partitioned,
+    layer_norm,
     sharding_scope,
+    to_pair,
     trunc_normal_002,
 )
 
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-class PatchEmbed(nnx.Module):
-    """Non-overlapping patches -> tokens: a stride-`patch_size` conv, flattened to [batch, grid_h * grid_w, dim]."""
-
-    def __init__(self, img_size, patch_size, in_chans, embed_dim, *, dtype, param_dtype, rngs: nnx.Rngs):
-        self.img_size = _pair(img_size)
-        self.patch_size = _pair(patch_size)
-        if self.img_size[0] % self.patch_size[0] or self.img_size[1] % self.patch_size[1]:
-            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
-        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nnx.Conv(
-            in_chans, embed_dim, kernel_size=self.patch_size, strides=self.patch_size, padding="VALID",
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.proj(x)
-        return x.reshape(x.shape[0], -1, x.shape[-1])
-
-
-class Attention(nnx.Module):
-    """Multi-head self-attention with a fused qkv projection; the core runs in `kernels.attention`."""
-
-    def __init__(
-        self, dim: int, num_heads: int, *, qkv_bias: bool = True, proj_drop_rate: float = 0.0,
-        attention_impl: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
-    ):
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.attention_impl = attention_impl
-        self.qkv = nnx.Linear(
-            dim, 3 * dim, use_bias=qkv_bias, kernel_init=partitioned(trunc_normal_002, SPEC_COLUMN_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-        self.proj = nnx.Linear(
-            dim, dim, kernel_init=partitioned(trunc_normal_002, SPEC_ROW_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-        self.proj_drop = Dropout(proj_drop_rate, rngs=rngs)
-
-    def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
-        batch, seq, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, seq, 3, self.num_heads, self.head_dim)
-        out = kernels.attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], impl=self.attention_impl)
-        out = self.proj(out.reshape(batch, seq, dim))
-        return self.proj_drop(out, train=train, rngs=rngs)
-
-
-class Mlp(nnx.Module):
-    """fc1 -> erf GELU -> fc2 (timm `Mlp`)."""
-
-    def __init__(
-        self, dim: int, hidden_dim: int, *, drop_rate: float = 0.0, dtype: Any = None,
-        param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
-    ):
-        self.fc1 = nnx.Linear(
-            dim, hidden_dim, kernel_init=partitioned(trunc_normal_002, SPEC_COLUMN_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-        self.fc2 = nnx.Linear(
-            hidden_dim, dim, kernel_init=partitioned(trunc_normal_002, SPEC_ROW_PARALLEL),
-            dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-        )
-        self.drop = Dropout(drop_rate, rngs=rngs)
-
-    def __call__(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
-        x = jax.nn.gelu(self.fc1(x), approximate=False)
-        x = self.drop(x, train=train, rngs=rngs)
-        return self.drop(self.fc2(x), train=train, rngs=rngs)
+# First path components of the parameters that come before the blocks (layer id 0 for layer-wise LR decay).
+_EMBEDDING_PARAMS = frozenset({"patch_embed", "cls_token", "pos_embed", "reg_token"})
 
 
 class Block(nnx.Module):
@@ -114,14 +43,18 @@ class Block(nnx.Module):
         rngs: nnx.Rngs,
     ):
         common = {"dtype": dtype, "param_dtype": param_dtype}
-        self.norm1 = nnx.LayerNorm(dim, epsilon=norm_eps, rngs=rngs, **common)
+        self.norm1 = layer_norm(dim, eps=norm_eps, rngs=rngs, **common)
+        # timm's ViT init: trunc normal .02 for every Linear (qkv/proj, fc1/fc2), zero biases.
         self.attn = Attention(
-            dim, num_heads, qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, attention_impl=attention_impl,
-            rngs=rngs, **common,
+            dim, num_heads, qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, kernel_init=trunc_normal_002,
+            attention_impl=attention_impl, rngs=rngs, **common,
         )
         self.ls1 = LayerScale(dim, init_values, param_dtype=param_dtype) if init_values else None
-        self.norm2 = nnx.LayerNorm(dim, epsilon=norm_eps, rngs=rngs, **common)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop_rate=proj_drop_rate, rngs=rngs, **common)
+        self.norm2 = layer_norm(dim, eps=norm_eps, rngs=rngs, **common)
+        self.mlp = Mlp(
+            dim, int(dim * mlp_ratio), act="gelu", drop_rate=proj_drop_rate, fc1_init=trunc_normal_002,
+            fc2_init=trunc_normal_002, rngs=rngs, **common,
+        )
         self.ls2 = LayerScale(dim, init_values, param_dtype=param_dtype) if init_values else None
         self.drop_path = DropPath(drop_path_rate, rngs=rngs)
 
@@ -166,7 +99,7 @@ class VisionTransformer(nnx.Module):
             raise ValueError(f"global_pool must be 'token', 'avg' or ''; got {global_pool!r}")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
-        self.img_size = _pair(img_size)
+        self.img_size = to_pair(img_size)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -176,7 +109,7 @@ class VisionTransformer(nnx.Module):
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
         common = {"dtype": dtype, "param_dtype": param_dtype}
         with sharding_scope():
-            self.patch_embed = PatchEmbed(self.img_size, patch_size, in_chans, embed_dim, rngs=rngs, **common)
+            self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, img_size=self.img_size, rngs=rngs, **common)
             self.grid_size = self.patch_embed.grid_size
             num_tokens = self.patch_embed.num_patches + self.num_prefix_tokens
             self.cls_token = (
@@ -194,13 +127,30 @@ class VisionTransformer(nnx.Module):
                 )
                 for i in range(depth)
             ])
-            self.norm = None if use_fc_norm else nnx.LayerNorm(embed_dim, epsilon=norm_eps, rngs=rngs, **common)
-            self.fc_norm = nnx.LayerNorm(embed_dim, epsilon=norm_eps, rngs=rngs, **common) if use_fc_norm else None
+            self.norm = None if use_fc_norm else layer_norm(embed_dim, eps=norm_eps, rngs=rngs, **common)
+            self.fc_norm = layer_norm(embed_dim, eps=norm_eps, rngs=rngs, **common) if use_fc_norm else None
             self.head_drop = Dropout(drop_rate, rngs=rngs)
             self.head = (
                 nnx.Linear(embed_dim, num_classes, kernel_init=trunc_normal_002, rngs=rngs, **common)
                 if num_classes > 0 else None
             )
+
+    def max_layer_id(self) -> int:
+        """The layer id of everything after the blocks (final norm, head): depth + 1 (BEiT / timm convention)."""
+        return len(self.blocks) + 1
+
+    def layer_id(self, path: str) -> int:
+        """Layer-wise LR decay id of the parameter at dotted NNX `path` (e.g. "blocks.3.attn.qkv.kernel").
+
+        0 for the embeddings (patch_embed, cls_token, pos_embed, reg_token), i + 1 for block i, `max_layer_id()` for
+        everything after the blocks (norm, fc_norm, head), as timm's / BEiT's `param_groups_lrd`.
+        """
+        parts = path.split(".")
+        if parts[0] in _EMBEDDING_PARAMS:
+            return 0
+        if parts[0] == "blocks":
+            return int(parts[1]) + 1
+        return self.max_layer_id()
 
     def embed(self, x: jax.Array, *, train: bool = False, rngs=None) -> jax.Array:
         """Patch tokens + class token + position embedding: [batch, prefix + patches, dim]."""
