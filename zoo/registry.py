@@ -1,8 +1,9 @@
 """timm-style model registry: `list_models`, `create_model`, `pretrained_cfg`.
 
 Model families live in `models/<family>/` and register their variants with `@register_model` when imported. The
-registry imports families lazily, by name, the first time a name is looked up: importing `zoo` stays cheap and no
-model module is imported until it is needed.
+registry finds the families by name (`zoo.discovery`: every sub-package of `models` but the shared `layers`) and
+imports them lazily, the first time a name is looked up: importing `zoo` stays cheap, no model module is imported
+until it is needed, and adding a family needs no edit here.
 """
 
 from __future__ import annotations
@@ -10,20 +11,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-import importlib
 import os
 from collections.abc import Callable
 from typing import Any
 
 from flax import nnx
 
-# One line per model family. Adding a family = one folder under models/ + one line here + one config.
-MODEL_FAMILIES: tuple[str, ...] = (
-    "models.vit",
-    "models.clip",
-    "models.fcaformer",
-    "models.sam2",
-)
+from zoo import discovery
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,17 +88,12 @@ def register_model(
 
 
 def _import_families() -> None:
-    for family in MODEL_FAMILIES:
-        if family in _IMPORTED_FAMILIES:
-            continue
-        try:
-            importlib.import_module(family)
-        except ModuleNotFoundError as err:
-            # A family listed before its folder exists (work in progress) is skipped; a broken import inside an
-            # existing family is a real error and propagates.
-            if err.name is None or not family.startswith(err.name):
-                raise
-        _IMPORTED_FAMILIES.add(family)
+    # Every family found on disk is imported; one that fails (a missing optional dependency included) is a real
+    # error and propagates, and is retried on the next lookup since it is only marked imported once it succeeded.
+    for family in discovery.family_names():
+        if family not in _IMPORTED_FAMILIES:
+            discovery.import_all([family])
+            _IMPORTED_FAMILIES.add(family)
 
 
 def list_models(pattern: str = "*") -> list[str]:

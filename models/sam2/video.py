@@ -54,15 +54,31 @@ def _sine_1d(positions: jax.Array, dim: int, temperature: float = 10000.0) -> ja
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-# Host-side slot metadata (frame index and validity per slot); the big arrays live in `SAM2VideoPredictor.bank`.
-_META = ("cond_frame", "cond_valid", "mem_frame", "mem_valid", "ptr_frame", "ptr_valid")
+# Slot metadata (frame index and validity per slot) that the memory read (`MemoryBank.gather`) uses; the predictor
+# keeps it on the host and adds "last_frame" and "sign" for its own bookkeeping; the big arrays live in the bank.
+META_KEYS = ("cond_frame", "cond_valid", "mem_frame", "mem_valid", "ptr_frame", "ptr_valid")
+
+
+def _set_where(array: Any, hit: Any, value: Any) -> Any:
+    """`array` with `value` where `hit`: numpy in, numpy out (host metadata); jax in, jax out (traced metadata)."""
+    xp = np if isinstance(array, np.ndarray) and isinstance(hit, np.ndarray) else jnp
+    return xp.where(hit, xp.asarray(value, array.dtype), array)
+
+
+def _row_hit(count: int, rows: Any) -> Any:
+    """[count, 1] bool: the objects `rows` names (None: all, an index, or a [count] bool mask)."""
+    if rows is None:
+        return np.ones((count, 1), bool)
+    if getattr(rows, "ndim", 0) == 1:
+        return rows[:, None]
+    return (np.arange(count) == rows)[:, None]
 
 
 class MemoryBank:
     """The fixed-slot SAM2 memory of one or more objects: layout, memory-attention inputs, memory encoding.
 
     Pure functions of (model, bank, meta), traced inside the streaming predictor's jitted steps and inside the
-    multi-frame training loss (`zoo.tasks.video_segmentation`). Per object: `num_cond_slots` prompted frames,
+    multi-frame training loss (`models.sam2.tasks`). Per object: `num_cond_slots` prompted frames,
     `num_mem_slots` (num_maskmem - 1) tracked-frame memories and `num_ptr_slots` object pointers, each tagged with
     its frame index; invalid or out-of-window slots are hidden from memory attention by a key mask.
     """
@@ -102,6 +118,61 @@ class MemoryBank:
             "last_frame": np.full((count,), -1, np.int64),
             "sign": np.ones((count,), np.int32),  # direction the object's last tracked frame was tracked in
         }
+
+    def tracked_slots(self, frame_idx):
+        """(memory slot, pointer slot) of tracked frame `frame_idx` in the rings (frame % ring size; may be traced)."""
+        return frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
+
+    def write_tracked(self, bank, frame_idx, features, obj_ptr, write=None):
+        """The bank with tracked frame `frame_idx`'s memory features [B, tokens, 64] and object pointer [B, 256]
+        stored in the rings, for the objects where `write` [B] bool (all when None; the others keep their slot).
+        Traceable; the matching metadata update is `mark_tracked`."""
+        slot, ptr_slot = self.tracked_slots(frame_idx)
+        bank = dict(bank)
+        if write is not None:
+            features = jnp.where(write[:, None, None], features, bank["mem"][:, slot])
+            obj_ptr = jnp.where(write[:, None], obj_ptr, bank["ptr"][:, ptr_slot])
+        bank["mem"] = bank["mem"].at[:, slot].set(features)
+        bank["ptr"] = bank["ptr"].at[:, ptr_slot].set(obj_ptr)
+        return bank
+
+    def mark_tracked(self, meta, frame_idx, write=None):
+        """The slot metadata after `write_tracked`: the ring slots of `frame_idx` hold that frame, for the objects
+        where `write` (all when None). Works on host numpy metadata (frame_idx an int) and traced jax metadata."""
+        meta = dict(meta)
+        count = meta["mem_frame"].shape[0]
+        for prefix, slot in zip(("mem", "ptr"), self.tracked_slots(frame_idx), strict=True):
+            frames = meta[f"{prefix}_frame"]
+            hit = _row_hit(count, write) & (np.arange(frames.shape[1]) == slot)[None]
+            meta[f"{prefix}_frame"] = _set_where(frames, hit, frame_idx)
+            meta[f"{prefix}_valid"] = _set_where(meta[f"{prefix}_valid"], hit, True)
+        return meta
+
+    def write_prompt(self, bank, slot, features, obj_ptr, low_res_masks, rows=slice(None)):
+        """The bank with a prompted frame in conditioning slot `slot` of objects `rows` (all by default, or one
+        object index): its memory features, object pointer and low-res mask (also the objects' latest mask).
+        Shapes follow `rows`: [B, ...] for all objects, no leading axis for one. The metadata is `mark_prompt`."""
+        bank = dict(bank)
+        bank["cond_mem"] = bank["cond_mem"].at[rows, slot].set(features)
+        bank["cond_ptr"] = bank["cond_ptr"].at[rows, slot].set(obj_ptr)
+        bank["cond_masks"] = bank["cond_masks"].at[rows, slot].set(low_res_masks)
+        bank["last_masks"] = bank["last_masks"].at[rows].set(low_res_masks)
+        return bank
+
+    def mark_prompt(self, meta, frame_idx, slot, rows=None):
+        """The slot metadata after `write_prompt`: conditioning slot `slot` of objects `rows` (all when None, or an
+        index) holds frame `frame_idx`, which leaves their tracked rings (a frame is either prompted or tracked).
+        Works on host numpy metadata and traced jax metadata."""
+        meta = dict(meta)
+        count = meta["cond_frame"].shape[0]
+        row = _row_hit(count, rows)
+        for prefix in ("mem", "ptr"):
+            stale = row & (meta[f"{prefix}_frame"] == frame_idx)
+            meta[f"{prefix}_valid"] = _set_where(meta[f"{prefix}_valid"], stale, False)
+        hit = row & (np.arange(meta["cond_frame"].shape[1]) == slot)[None]
+        meta["cond_frame"] = _set_where(meta["cond_frame"], hit, frame_idx)
+        meta["cond_valid"] = _set_where(meta["cond_valid"], hit, True)
+        return meta
 
     def gather(self, model, bank, meta, frame_idx, sign):
         """Memory tokens, positions and key mask for every object (`_prepare_memory_conditioned_features`).
@@ -239,14 +310,9 @@ class SAM2VideoPredictor(MemoryBank):
         pix_feat = self.condition(model, fpn[2], pos, bank, meta, frame_idx, sign)
         out = model.forward_sam_heads(pix_feat, None, None, None, (fpn[0], fpn[1]), multimask_output=True)
         features = self.encode_memory(model, fpn[2], out["high_res_masks"], out["object_score_logits"], False)
-        slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
-        w = write[:, None, None]
-        bank = dict(bank)
-        bank["mem"] = bank["mem"].at[:, slot].set(jnp.where(w, features, bank["mem"][:, slot]))
-        bank["ptr"] = bank["ptr"].at[:, ptr_slot].set(jnp.where(write[:, None], out["obj_ptr"],
-                                                                bank["ptr"][:, ptr_slot]))
+        bank = self.write_tracked(bank, frame_idx, features, out["obj_ptr"], write)
         prompted = jnp.take_along_axis(bank["cond_masks"], cond_slot[:, None, None, None], axis=1)[:, 0]
-        masks = jnp.where(w, out["low_res_masks"][:, 0], prompted)
+        masks = jnp.where(write[:, None, None], out["low_res_masks"][:, 0], prompted)
         bank["last_masks"] = masks
         return bank, masks
 
@@ -265,14 +331,8 @@ class SAM2VideoPredictor(MemoryBank):
         features = self.encode_memory(model, fpn[2], high_res, out["object_score_logits"], True)
         return self._write_prompt(bank, obj, slot, features[0], out["obj_ptr"][0], out["low_res_masks"][0, 0])
 
-    @staticmethod
-    def _write_prompt(bank, obj, slot, features, obj_ptr, low_res):
-        bank = dict(bank)
-        bank["cond_mem"] = bank["cond_mem"].at[obj, slot].set(features)
-        bank["cond_ptr"] = bank["cond_ptr"].at[obj, slot].set(obj_ptr)
-        bank["cond_masks"] = bank["cond_masks"].at[obj, slot].set(low_res)
-        bank["last_masks"] = bank["last_masks"].at[obj].set(low_res)
-        return bank, low_res[None]
+    def _write_prompt(self, bank, obj, slot, features, obj_ptr, low_res):
+        return self.write_prompt(bank, slot, features, obj_ptr, low_res, rows=obj), low_res[None]
 
     def _mask_fn(self, params, fpn, bank, obj, slot, mask):
         """A mask prompt on one object (`mask_as_output`); its memory is encoded from the upsampled low-res masks,
@@ -360,9 +420,7 @@ class SAM2VideoPredictor(MemoryBank):
         sign = -1 if reverse else 1
         self.bank, masks = self._track_step(self._params, fpn, pos, self.bank, self._device_meta(),
                                             np.int32(frame_idx), np.int32(sign), *to_device((write, cond_slot)))
-        slot, ptr_slot = frame_idx % self.num_mem_slots, frame_idx % self.num_ptr_slots
-        meta["mem_frame"][write, slot], meta["mem_valid"][write, slot] = frame_idx, True
-        meta["ptr_frame"][write, ptr_slot], meta["ptr_valid"][write, ptr_slot] = frame_idx, True
+        self.meta = meta = self.mark_tracked(meta, frame_idx, write)
         meta["last_frame"][:] = frame_idx
         meta["sign"][write] = sign
         return np.asarray(self._to_video(masks, self.video_hw))
@@ -375,7 +433,7 @@ class SAM2VideoPredictor(MemoryBank):
 
     def _device_meta(self) -> dict[str, jax.Array]:
         # `meta` is updated in place right after the (asynchronous) step is dispatched: see `to_device`.
-        return to_device({k: self.meta[k] for k in _META})
+        return to_device({k: self.meta[k] for k in META_KEYS})
 
     def _prompt_slot(self, obj_id: Any, frame_idx: int) -> tuple[int, int]:
         """(object row, prompted-frame slot) for a prompt; a new obj_id adds an object."""
@@ -384,11 +442,8 @@ class SAM2VideoPredictor(MemoryBank):
 
     def _prompted(self, obj: int, slot: int, frame_idx: int, masks: jax.Array) -> np.ndarray:
         """Bookkeeping after a prompt step: the frame is now a prompted frame of the object."""
-        meta = self.meta
-        meta["mem_valid"][obj] &= meta["mem_frame"][obj] != frame_idx  # drop it from the tracked rings
-        meta["ptr_valid"][obj] &= meta["ptr_frame"][obj] != frame_idx
-        meta["cond_frame"][obj, slot], meta["cond_valid"][obj, slot] = frame_idx, True
-        meta["last_frame"][obj] = frame_idx
+        self.meta = self.mark_prompt(self.meta, frame_idx, slot, rows=obj)
+        self.meta["last_frame"][obj] = frame_idx
         return np.asarray(self._to_video(masks, self.video_hw))[0]
 
     def _cond_slot(self, obj: int, frame_idx: int) -> int:

@@ -43,7 +43,7 @@ def test_vtest_person_masks_source():
 
 
 def test_prompts_and_losses():
-    from zoo.tasks.segmentation import PromptTransform, sam2_losses
+    from models.sam2.tasks import PromptTransform, sam2_losses
 
     mask = np.zeros((40, 60), np.uint8)
     mask[10:20, 30:50] = 1
@@ -126,7 +126,7 @@ def test_vtest_person_clips_follow_one_person():
 
 
 def _clip_batch(length: int, size: int, mask_prompt: bool = False):
-    from zoo.tasks.video_segmentation import ClipTransform
+    from models.sam2.tasks import ClipTransform
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (length, 96, 128, 3), dtype=np.uint8)
@@ -140,7 +140,7 @@ def _clip_batch(length: int, size: int, mask_prompt: bool = False):
 
 def _video_task(length: int, size: int, freeze: bool = False):
     from configs.sam2 import get_config
-    from zoo.tasks.video_segmentation import VideoSegmentationTask
+    from models.sam2.tasks import VideoSegmentationTask
 
     config = get_config("vtest_video_fast")
     config.data.image_size = size
@@ -162,7 +162,7 @@ def _sam2_tiny(size: int):
 
 def test_one_frame_clip_equals_the_image_task():
     """With T = 1 and a click, the clip loss is the single-frame segmentation loss (same heads, same losses)."""
-    from zoo.tasks.segmentation import PromptableSegmentationTask
+    from models.sam2.tasks import PromptableSegmentationTask
 
     task = _video_task(1, 128)
     batch = _clip_batch(1, 128)

@@ -1,11 +1,18 @@
-"""Named datasets: `get_source("sklearn_digits", split="train")`, `"tfds:<name>"`, `"folder:<path>"`."""
+"""Named datasets: `get_source("sklearn_digits", split="train")`, `"tfds:<name>"`, `"folder:<path>"`.
+
+Modules of `zoo.data` register their sources when imported (`zoo.data.video`: "vtest_person_masks", ...). A name
+not yet known makes the registry import every `zoo.data` submodule once, so any source is reachable by name without
+the caller importing its module first, and no list of source modules is kept here.
+"""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zoo import discovery
 from zoo.data import embedded
 from zoo.data.sources import ImageFolderSource, Source, TfdsSource
 
@@ -24,8 +31,15 @@ def register_source(name: str, factory: SourceFactory, *, overwrite: bool = Fals
     _SOURCES[name] = factory
 
 
+def _import_source_modules() -> None:
+    # `zoo.data` is this module's package; its submodules are light (numpy, PIL; video decoding imports PyAV only
+    # when a video is read), so importing all of them to find a name is cheap. Import errors propagate.
+    discovery.import_all(discovery.submodule_names(__name__.rpartition(".")[0]))
+
+
 def list_sources() -> list[str]:
-    """Registered dataset names plus the prefix forms."""
+    """Registered dataset names (of every `zoo.data` module) plus the prefix forms."""
+    _import_source_modules()
     return sorted(_SOURCES) + list(_PREFIXES)
 
 
@@ -54,7 +68,11 @@ def get_source(name: str, split: str | None = "train", **kwargs: Any) -> Source:
     if name.startswith("folder:"):
         return _folder_source(name.removeprefix("folder:"), split, **kwargs)
     if name not in _SOURCES:
-        raise KeyError(f"unknown dataset {name!r}; valid names: {', '.join(list_sources())}")
+        _import_source_modules()
+    if name not in _SOURCES:
+        close = difflib.get_close_matches(name, list(_SOURCES), n=3)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown dataset {name!r}.{hint} Valid names: {', '.join(list_sources())}")
     return _SOURCES[name](split=split, **kwargs)
 
 

@@ -213,12 +213,11 @@ def vtest_person_clips(split: str | None = "train", *, clip_length: int = 4, pat
 
 def register() -> None:
     """Register the sources "vtest_person_masks" and "vtest_person_clips" with `zoo.data` (idempotent)."""
-    from zoo.data.registry import _SOURCES, register_source
+    from zoo.data.registry import register_source
 
-    if "vtest_person_masks" not in _SOURCES:
-        register_source("vtest_person_masks", vtest_person_masks)
-    if "vtest_person_clips" not in _SOURCES:
-        register_source("vtest_person_clips", vtest_person_clips)
+    # overwrite=True: importing the module again (a reload) re-registers the same factories instead of failing.
+    register_source("vtest_person_masks", vtest_person_masks, overwrite=True)
+    register_source("vtest_person_clips", vtest_person_clips, overwrite=True)
 
 
 register()

@@ -10,9 +10,11 @@ import ml_collections
 import optax
 
 from zoo import data as data_lib
+from zoo.tasks import register_task
 from zoo.tasks.base import Task
 
 
+@register_task("classification")
 class ClassificationTask(Task):
     """A registered classifier (`config.model.name` + `config.model.overrides`) on a `zoo.data` source.
 
