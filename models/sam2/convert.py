@@ -1,7 +1,9 @@
 """Official SAM2 checkpoints (`{"model": state_dict}` `.pt`) -> `models.sam2.model.SAM2`.
 
-A declarative key map (first matching rule wins). NNX paths follow the torch names; LayerNorm `weight` becomes
-`scale`, Linear/Conv `weight` becomes `kernel`, nn.Embedding weights become the bare parameter. The Hiera position
+A declarative key map (first matching rule wins). NNX paths follow the torch names, except where the shared
+`models.layers` blocks name things their own way (`_RENAMES`: attention `out_proj` -> `proj`, two-layer MLPs ->
+`mlp.fc1` / `mlp.fc2`); LayerNorm `weight` becomes `scale`, Linear/Conv `weight` becomes `kernel`, nn.Embedding
+weights become the bare parameter. The Hiera position
 embeddings are stored NHWC; their bicubic resize to the feature grid is a fixed torch-exact matrix (A=-0.75,
 align_corners=False) applied in the forward pass, so the checkpoint's (1, C, bkg, bkg) parameter is kept as is and
 any `image_size` works. SAM 2.0 and 2.1 checkpoints are told apart by the 2.1-only keys.
@@ -38,6 +40,21 @@ _CONVS = (
 )
 
 
+# Where the shared `models.layers` blocks name a parameter otherwise than the checkpoint: (torch module regex, NNX
+# path). Attentions' `out_proj` -> `proj` (the memory encoder's conv `out_proj` keeps its name); the two-layer MLPs
+# (Hiera and two-way blocks' `mlp.layers.{0,1}`, memory attention's `linear1/2`, the fuser's `pwconv1/2`) ->
+# `mlp.fc1` / `mlp.fc2`.
+_RENAMES = (
+    (r"(.*attn\w*)\.out_proj", r"\1.proj"),
+    (r"(.*\.mlp)\.layers\.0", r"\1.fc1"),
+    (r"(.*\.mlp)\.layers\.1", r"\1.fc2"),
+    (r"(memory_attention\.layers\.\d+)\.linear1", r"\1.mlp.fc1"),
+    (r"(memory_attention\.layers\.\d+)\.linear2", r"\1.mlp.fc2"),
+    (r"(memory_encoder\.fuser\.layers\.\d+)\.pwconv1", r"\1.mlp.fc1"),
+    (r"(memory_encoder\.fuser\.layers\.\d+)\.pwconv2", r"\1.mlp.fc2"),
+)
+
+
 def _nchw_to_nhwc(x):
     return x.transpose(0, 2, 3, 1)
 
@@ -54,6 +71,8 @@ RULES: list[Rule] = [
     Rule(r"(maskmem_tpos_enc|no_mem_embed|no_mem_pos_enc|no_obj_ptr|no_obj_embed_spatial|"
          r"sam_prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix|memory_encoder\.fuser\.layers\.\d+\.gamma)",
          r"\1", identity),
+    *(Rule(pattern + r"\.weight", target + ".kernel", linear) for pattern, target in _RENAMES),
+    *(Rule(pattern + r"\.bias", target + ".bias") for pattern, target in _RENAMES),
     Rule(r"(.*)\.weight", r"\1.kernel", linear),  # every remaining weight is an nn.Linear
     Rule(r"(.*)\.bias", r"\1.bias"),
 ]

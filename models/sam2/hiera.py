@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-import kernels
-from models.sam2.layers import MLP, Dtype, bicubic_matrix, gelu, layer_norm, linear
+from models.layers import Attention, Mlp, PatchEmbed, layer_norm, sharding_scope
+from models.sam2.layers import Dtype, bicubic_matrix, default_kernel_init, linear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,51 +69,31 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
-# Above this many logits per (batch, head), the XLA path attends in query chunks (see `_attention`).
-_XLA_CHUNK_LOGITS = 1 << 22
-_XLA_QUERY_CHUNK = 512
+class MultiScaleAttention(Attention):
+    """Attention inside one window (or the whole map), optionally max-pooling the queries by 2x2.
 
-
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, impl: str) -> jax.Array:
-    """`kernels.attention`, in query chunks when it runs the materialising XLA path on a long sequence.
-
-    The XLA path holds the whole [B, H, Nq, Nk] f32 logits (256 MB per global Hiera block at 1024^2, 4096 tokens)
-    and makes several passes over them; on CPU, chunks of 512 queries stay in cache and take about half the time.
-    Softmax is per query row, so chunking does not change the result. Flash (Pallas) paths get the whole sequence.
+    The library `Attention` (fused `qkv` to `dim_out`, `proj`) with the query pooling between its `project` and
+    `attend`; long XLA attention (the global blocks at 1024^2) runs in query chunks.
     """
-    uses_xla = impl == "xla" or (impl == "auto" and jax.default_backend() not in ("gpu", "tpu"))
-    num_queries = q.shape[1]
-    if not uses_xla or num_queries * k.shape[1] <= _XLA_CHUNK_LOGITS or num_queries <= _XLA_QUERY_CHUNK:
-        return kernels.attention(q, k, v, impl=impl)
-    chunks = [kernels.attention(q[:, start: start + _XLA_QUERY_CHUNK], k, v, impl=impl)
-              for start in range(0, num_queries, _XLA_QUERY_CHUNK)]
-    return jnp.concatenate(chunks, axis=1)
-
-
-class MultiScaleAttention(nnx.Module):
-    """Attention inside one window (or the whole map), optionally max-pooling the queries by 2x2."""
 
     def __init__(self, dim: int, dim_out: int, num_heads: int, q_pool: bool, *, attention_impl: str,
                  dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, inner_dim=dim_out, out_dim=dim_out, query_chunks=True,
+                         kernel_init=default_kernel_init, attention_impl=attention_impl, dtype=dtype,
+                         param_dtype=param_dtype, rngs=rngs)
         self.q_pool = q_pool
-        self.attention_impl = attention_impl
-        self.qkv = linear(dim, 3 * dim_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.proj = linear(dim_out, dim_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """x [B, H, W, dim] (a window or the whole map) -> [B, H', W', dim_out] (H' = H / 2 with q_pool)."""
         batch, height, width, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, height, width, 3, self.num_heads, -1)
-        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        q, k, v = self.project(x)  # each [B, H, W, heads, head_dim]
         if self.q_pool:
             q = max_pool_2x2(q.reshape(batch, height, width, -1))
             height, width = q.shape[1:3]
-            q = q.reshape(batch, height, width, self.num_heads, -1)
-        q = q.reshape(batch, height * width, self.num_heads, -1)
-        k = k.reshape(batch, -1, self.num_heads, k.shape[-1])
-        v = v.reshape(batch, -1, self.num_heads, v.shape[-1])
-        out = _attention(q, k, v, self.attention_impl)
-        return self.proj(out.reshape(batch, height, width, -1))
+        q = q.reshape(batch, height * width, self.num_heads, self.head_dim)
+        k = k.reshape(batch, -1, self.num_heads, self.head_dim)
+        v = v.reshape(batch, -1, self.num_heads, self.head_dim)
+        return self.attend(q, k, v).reshape(batch, height, width, -1)
 
 
 class MultiScaleBlock(nnx.Module):
@@ -125,11 +105,13 @@ class MultiScaleBlock(nnx.Module):
         self.dim, self.dim_out = dim, dim_out
         self.window_size = window_size
         self.q_stride = q_stride
-        self.norm1 = layer_norm(dim, eps=1e-6, **kw)
-        self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_stride, attention_impl=attention_impl, **kw)
-        self.norm2 = layer_norm(dim_out, eps=1e-6, **kw)
-        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, 2, activation=gelu, **kw)
-        self.proj = linear(dim, dim_out, **kw) if dim != dim_out else None
+        # The library layers' kernels carry "model"-axis metadata: built sharded only under such a mesh.
+        with sharding_scope():
+            self.norm1 = layer_norm(dim, eps=1e-6, **kw)
+            self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_stride, attention_impl=attention_impl, **kw)
+            self.norm2 = layer_norm(dim_out, eps=1e-6, **kw)
+            self.mlp = Mlp(dim_out, int(dim_out * mlp_ratio), act="gelu", fc1_init=default_kernel_init, **kw)
+            self.proj = linear(dim, dim_out, **kw) if dim != dim_out else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         shortcut = x
@@ -163,7 +145,7 @@ class Hiera(nnx.Module):
         self.config = config
         self.dtype = dtype
         dim = config.embed_dim
-        self.patch_embed = PatchEmbed(dim, **kw)
+        self.patch_embed = PatchEmbed(7, 3, dim, stride=4, padding=3, flatten=False, **kw)  # NHWC, H/4 x W/4
         bkg_h, bkg_w = config.pos_embed_bkg_size
         window0 = config.window_spec[0]
         # Stored NHWC: (1, h, w, C); the converter transposes torch's (1, C, h, w).
@@ -209,14 +191,3 @@ class Hiera(nnx.Module):
             if index in stage_ends:
                 outputs.append(x)
         return outputs
-
-
-class PatchEmbed(nnx.Module):
-    """Conv 7x7, stride 4, padding 3: [B, H, W, 3] -> [B, H/4, W/4, C]."""
-
-    def __init__(self, dim: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
-        self.proj = nnx.Conv(3, dim, (7, 7), strides=(4, 4), padding=((3, 3), (3, 3)), dtype=dtype,
-                             param_dtype=param_dtype, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.proj(x)

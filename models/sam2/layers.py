@@ -1,4 +1,7 @@
-"""Small building blocks shared by the SAM2 modules: MLP, LayerNorm factory, non-trainable buffers, resize matrices.
+"""SAM2's own small blocks: the n-layer `MLP` of its heads, conv / linear factories, `KeyStream`, resize matrices.
+
+The blocks every family shares (attention, the two-layer `Mlp`, `gelu`, `layer_norm`, `Buffer`, `PatchEmbed`) come
+from `models.layers`; what stays here is specific to SAM2.
 
 Resizes are expressed as dense interpolation matrices computed in numpy (float64) and applied with `einsum`, so they
 reproduce torch's kernels exactly (bicubic A=-0.75, bilinear with and without antialias, `align_corners=False`),
@@ -19,9 +22,9 @@ from flax import nnx
 
 Dtype = jnp.dtype | type | None
 
-
-class Buffer(nnx.Variable):
-    """A non-trainable tensor that the official checkpoint stores (a torch buffer); not counted as a parameter."""
+#: nnx.Linear's default kernel init, given to the library layers (whose default is timm's trunc normal .02) so fresh
+#: SAM2 weights keep the statistics this port always had; converted checkpoints replace them anyway.
+default_kernel_init = nnx.initializers.lecun_normal()
 
 
 class KeyStream:
@@ -41,18 +44,6 @@ class KeyStream:
         """A fresh key (the only stream the SAM2 modules draw from)."""
         self._count += 1
         return jax.random.fold_in(self._key, self._count)
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """torch `nn.GELU()`: the exact erf form (jax defaults to the tanh approximation)."""
-    return jax.nn.gelu(x, approximate=False)
-
-
-def layer_norm(dim: int, *, eps: float, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    """LayerNorm over the last (channel) axis; two-pass variance like torch (flax's fast variance loses digits)."""
-    return nnx.LayerNorm(
-        dim, epsilon=eps, dtype=dtype, param_dtype=param_dtype, use_fast_variance=False, rngs=rngs
-    )
 
 
 def linear(in_dim: int, out_dim: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -94,7 +85,11 @@ def conv_transpose_2x2(in_dim: int, out_dim: int, *, dtype: Dtype, param_dtype: 
 
 
 class MLP(nnx.Module):
-    """SAM2's `MLP`: `num_layers` Linear layers with an activation between them (ReLU unless told otherwise)."""
+    """SAM2's `MLP`: `num_layers` Linear layers with an activation between them (ReLU unless told otherwise).
+
+    Kept for the three-layer heads (hypernetwork MLPs, IoU head with its sigmoid, object-score head, object-pointer
+    projection), whose checkpoint names are `layers.<i>`; two-layer MLPs use `models.layers.Mlp`.
+    """
 
     def __init__(
         self,

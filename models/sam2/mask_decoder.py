@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.sam2.layers import MLP, Dtype, conv, conv_transpose_2x2, gelu, layer_norm
+from models.layers import gelu, layer_norm
+from models.sam2.layers import MLP, Dtype, conv, conv_transpose_2x2
 from models.sam2.transformer import TwoWayTransformer
 
 _HIGHEST = jax.lax.Precision.HIGHEST

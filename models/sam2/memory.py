@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.sam2.layers import Dtype, conv, gelu, layer_norm, linear
+from models.layers import Mlp, gelu, layer_norm, sharding_scope
+from models.sam2.layers import Dtype, conv, default_kernel_init
 from models.sam2.neck import sine_position_encoding
 from models.sam2.transformer import RoPEAttention
 
 
 class MemoryAttentionLayer(nnx.Module):
-    """Pre-norm: RoPE self-attention, RoPE cross-attention to the memory (keys + memory pos), ReLU FFN."""
+    """Pre-norm: RoPE self-attention, RoPE cross-attention to the memory (keys + memory pos), ReLU MLP."""
 
     def __init__(self, dim: int = 256, mem_dim: int = 64, ffn_dim: int = 2048, *, attention_impl: str,
                  dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
@@ -25,8 +26,10 @@ class MemoryAttentionLayer(nnx.Module):
         self.self_attn = RoPEAttention(dim, 1, attention_impl=attention_impl, **kw)
         self.cross_attn_image = RoPEAttention(dim, 1, kv_in_dim=mem_dim, rope_k_repeat=True,
                                               attention_impl=attention_impl, **kw)
-        self.linear1 = linear(dim, ffn_dim, **kw)
-        self.linear2 = linear(ffn_dim, dim, **kw)
+        # The checkpoint's `linear1` / `linear2` (convert.py renames them); the official dropout is a training-time
+        # option this port leaves out.
+        with sharding_scope():  # the library kernels carry "model"-axis metadata: sharded only under such a mesh
+            self.mlp = Mlp(dim, ffn_dim, act="relu", fc1_init=default_kernel_init, **kw)
         self.norm1 = layer_norm(dim, eps=1e-5, **kw)
         self.norm2 = layer_norm(dim, eps=1e-5, **kw)
         self.norm3 = layer_norm(dim, eps=1e-5, **kw)
@@ -38,7 +41,7 @@ class MemoryAttentionLayer(nnx.Module):
         tgt = tgt + self.cross_attn_image(x, memory + memory_pos, memory, num_k_exclude_rope=num_k_exclude_rope,
                                              key_mask=memory_mask)
         x = self.norm3(tgt)
-        return tgt + self.linear2(jax.nn.relu(self.linear1(x)))
+        return tgt + self.mlp(x)
 
 
 class MemoryAttention(nnx.Module):
@@ -83,18 +86,19 @@ class MaskDownSampler(nnx.Module):
 
 
 class CXBlock(nnx.Module):
-    """ConvNeXt block: depthwise 7x7, LayerNorm, Linear x4, GELU, Linear, layer scale, residual."""
+    """ConvNeXt block: depthwise 7x7, LayerNorm, MLP (x4, GELU), layer scale, residual."""
 
     def __init__(self, dim: int = 256, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
         kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.dwconv = conv(dim, dim, 7, padding=3, groups=dim, **kw)
         self.norm = layer_norm(dim, eps=1e-6, **kw)
-        self.pwconv1 = linear(dim, 4 * dim, **kw)
-        self.pwconv2 = linear(4 * dim, dim, **kw)
+        # The checkpoint's `pwconv1` / `pwconv2` (convert.py renames them).
+        with sharding_scope():  # see MemoryAttentionLayer
+            self.mlp = Mlp(dim, 4 * dim, act="gelu", fc1_init=default_kernel_init, **kw)
         self.gamma = nnx.Param(jnp.full((dim,), 1e-6, param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.pwconv2(gelu(self.pwconv1(self.norm(self.dwconv(x)))))
+        y = self.mlp(self.norm(self.dwconv(x)))
         return x + self.gamma[...].astype(y.dtype) * y
 
 

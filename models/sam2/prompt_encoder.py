@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.sam2.layers import Buffer, Dtype, conv, gelu, layer_norm
+from models.layers import Buffer, gelu, layer_norm
+from models.sam2.layers import Dtype, conv
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

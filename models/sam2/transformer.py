@@ -1,6 +1,8 @@
-"""Attention layers of the SAM heads and the memory: `Attention`, `RoPEAttention`, `TwoWayTransformer`.
+"""Attention layers of the SAM heads and the memory: `attention`, `RoPEAttention`, `TwoWayTransformer`.
 
-Sequences are batch-first, [B, N, C]. All attention goes through `kernels.attention`.
+Sequences are batch-first, [B, N, C]. Every attention is the library `models.layers.Attention` with separate
+`q_proj` / `k_proj` / `v_proj` to `dim // downsample_rate` channels and the output projection `proj` (the checkpoint's
+`out_proj`, renamed by `convert.py`); it goes through `kernels.attention`.
 """
 
 from __future__ import annotations
@@ -12,42 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-import kernels
-from models.sam2.layers import MLP, Dtype, layer_norm, linear
+from models.layers import Attention, Mlp, layer_norm, sharding_scope
+from models.sam2.layers import Dtype, default_kernel_init
 
 
-class Attention(nnx.Module):
-    """Multi-head attention with separate q/k/v projections to `dim // downsample_rate` channels."""
-
-    def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1, kv_in_dim: int | None = None, *,
-                 attention_impl: str = "auto", dtype: Dtype = None, param_dtype: Dtype = jnp.float32,
-                 rngs: nnx.Rngs):
-        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
-        internal = dim // downsample_rate
-        kv_in_dim = dim if kv_in_dim is None else kv_in_dim
-        if internal % num_heads:
-            raise ValueError(f"num_heads {num_heads} must divide the internal dim {internal}")
-        self.num_heads = num_heads
-        self.attention_impl = attention_impl
-        self.q_proj = linear(dim, internal, **kw)
-        self.k_proj = linear(kv_in_dim, internal, **kw)
-        self.v_proj = linear(kv_in_dim, internal, **kw)
-        self.out_proj = linear(internal, dim, **kw)
-
-    def _heads(self, x: jax.Array) -> jax.Array:
-        return x.reshape(*x.shape[:-1], self.num_heads, x.shape[-1] // self.num_heads)
-
-    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
-        """Attention on already-projected [B, N, heads, head_dim] tensors, then the output projection.
-
-        key_mask [B, N_k] bool (True = may attend) hides empty memory slots of the fixed-size video memory bank.
-        """
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = kernels.attention(q, k, v, mask=mask, impl=self.attention_impl)
-        return self.out_proj(out.reshape(*out.shape[:-2], -1))
-
-    def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-        return self.attend(self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v)))
+def attention(dim: int, num_heads: int, downsample_rate: int = 1, kv_in_dim: int | None = None, *,
+              attention_impl: str = "auto", dtype: Dtype = None, param_dtype: Dtype = jnp.float32,
+              rngs: nnx.Rngs) -> Attention:
+    """SAM2's `Attention(dim, num_heads, downsample_rate, kv_in_dim)` as the library `Attention`: called
+    `(queries, keys, values)`, q/k/v projected to `dim // downsample_rate`, keys/values of width `kv_in_dim`."""
+    with sharding_scope():  # the library kernels carry "model"-axis metadata: sharded only under such a mesh
+        return Attention(dim, num_heads, inner_dim=dim // downsample_rate, kv_dim=kv_in_dim, fused=False,
+                         kernel_init=default_kernel_init, attention_impl=attention_impl, dtype=dtype,
+                         param_dtype=param_dtype, rngs=rngs)
 
 
 @functools.lru_cache(maxsize=16)
@@ -72,36 +51,50 @@ def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
 
 
 class RoPEAttention(Attention):
-    """Attention with axial 2D rotary encoding on q and k (SAM2 memory attention).
+    """The library `Attention` with axial 2D rotary encoding on q and k through its `rope` hook (memory attention).
 
     The query grid is assumed square (side sqrt(N_q)); with `rope_k_repeat` the keys are several memory frames of
     the same grid and reuse the same table; the last `num_k_exclude_rope` keys (object pointers) are not rotated.
     """
 
     def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1, kv_in_dim: int | None = None, *,
-                 rope_theta: float = 10000.0, rope_k_repeat: bool = False, **kwargs):
-        super().__init__(dim, num_heads, downsample_rate, kv_in_dim, **kwargs)
+                 rope_theta: float = 10000.0, rope_k_repeat: bool = False, attention_impl: str = "auto",
+                 dtype: Dtype = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+        with sharding_scope():  # see `attention`
+            super().__init__(dim, num_heads, inner_dim=dim // downsample_rate, kv_dim=kv_in_dim, fused=False,
+                             kernel_init=default_kernel_init, attention_impl=attention_impl, dtype=dtype,
+                             param_dtype=param_dtype, rngs=rngs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
 
+    def rotary(self, num_k_exclude_rope: int = 0):
+        """The `rope(q, k)` hook: rotate q, and all keys but the last `num_k_exclude_rope`, on the query grid."""
+
+        def rope(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+            side = round(q.shape[1] ** 0.5)
+            if side * side != q.shape[1]:
+                raise ValueError(f"RoPEAttention expects a square query grid; got {q.shape[1]} tokens")
+            angles = jnp.asarray(axial_rope_angles(q.shape[-1], side, side, self.rope_theta))
+            q = apply_rope(q, angles)
+            num_rope = k.shape[1] - num_k_exclude_rope
+            if num_rope > 0:
+                if num_rope != q.shape[1] and not self.rope_k_repeat:
+                    raise ValueError("keys and queries differ in length; RoPE on keys needs rope_k_repeat=True")
+                repeats = num_rope // q.shape[1]
+                k_rope = apply_rope(k[:, :num_rope], jnp.tile(angles, (repeats, 1)))
+                k = jnp.concatenate([k_rope, k[:, num_rope:]], axis=1)
+            return q, k
+
+        return rope
+
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, num_k_exclude_rope: int = 0,
                  key_mask: jax.Array | None = None) -> jax.Array:
-        q = self._heads(self.q_proj(q))
-        k = self._heads(self.k_proj(k))
-        v = self._heads(self.v_proj(v))
-        side = round(q.shape[1] ** 0.5)
-        if side * side != q.shape[1]:
-            raise ValueError(f"RoPEAttention expects a square query grid; got {q.shape[1]} tokens")
-        angles = jnp.asarray(axial_rope_angles(q.shape[-1], side, side, self.rope_theta))
-        q = apply_rope(q, angles)
-        num_rope = k.shape[1] - num_k_exclude_rope
-        if num_rope > 0:
-            if num_rope != q.shape[1] and not self.rope_k_repeat:
-                raise ValueError("keys and queries differ in length; RoPE on keys needs rope_k_repeat=True")
-            repeats = num_rope // q.shape[1]
-            k_rope = apply_rope(k[:, :num_rope], jnp.tile(angles, (repeats, 1)))
-            k = jnp.concatenate([k_rope, k[:, num_rope:]], axis=1)
-        return self.attend(q, k, v, key_mask)
+        """Queries [B, Nq, dim], keys / values [B, Nk, kv_in_dim] -> [B, Nq, dim].
+
+        key_mask [B, Nk] bool (True = may attend) hides empty slots of the fixed-size video memory bank.
+        """
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        return super().__call__(q, k, v, mask=mask, rope=self.rotary(num_k_exclude_rope))
 
 
 class TwoWayAttentionBlock(nnx.Module):
@@ -111,14 +104,15 @@ class TwoWayAttentionBlock(nnx.Module):
                  attention_impl: str, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs):
         kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         attn_kw = dict(attention_impl=attention_impl, **kw)
-        self.self_attn = Attention(dim, num_heads, **attn_kw)
+        self.self_attn = attention(dim, num_heads, **attn_kw)
         self.norm1 = layer_norm(dim, eps=1e-5, **kw)
-        self.cross_attn_token_to_image = Attention(dim, num_heads, downsample_rate, **attn_kw)
+        self.cross_attn_token_to_image = attention(dim, num_heads, downsample_rate, **attn_kw)
         self.norm2 = layer_norm(dim, eps=1e-5, **kw)
-        self.mlp = MLP(dim, mlp_dim, dim, 2, **kw)
+        with sharding_scope():  # see `attention`
+            self.mlp = Mlp(dim, mlp_dim, act="relu", fc1_init=default_kernel_init, **kw)
         self.norm3 = layer_norm(dim, eps=1e-5, **kw)
         self.norm4 = layer_norm(dim, eps=1e-5, **kw)
-        self.cross_attn_image_to_token = Attention(dim, num_heads, downsample_rate, **attn_kw)
+        self.cross_attn_image_to_token = attention(dim, num_heads, downsample_rate, **attn_kw)
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def __call__(self, queries, keys, query_pe, key_pe):
@@ -148,7 +142,7 @@ class TwoWayTransformer(nnx.Module):
                                  **kw)
             for index in range(depth)
         ])
-        self.final_attn_token_to_image = Attention(dim, num_heads, downsample_rate, attention_impl=attention_impl,
+        self.final_attn_token_to_image = attention(dim, num_heads, downsample_rate, attention_impl=attention_impl,
                                                    **kw)
         self.norm_final_attn = layer_norm(dim, eps=1e-5, **kw)
 
