@@ -66,8 +66,10 @@ RULES: tuple[Rule, ...] = (
     # FcaBlocks: parameters kept in their official shapes
     Rule(_FCA + r"\.(gamma_1|gamma_2|attention_biases|s_token_bias|s_scale_factors)", _FCA_T + r".\3"),
     Rule(_FCA + r"\.dw_conv\.weight", _FCA_T + ".dw_conv.kernel", conv2d),
-    *_layer_norm(_FCA + r"\.(norm1|norm2|s_norm|mlp\.norm)", _FCA_T + r".\3"),
-    *_linear(_FCA + r"\.(qkv|proj|mlp\.fc1|mlp\.fc2)", _FCA_T + r".\3"),
+    *_layer_norm(_FCA + r"\.(norm1|norm2|s_norm)", _FCA_T + r".\3"),
+    *_layer_norm(_FCA + r"\.mlp\.norm", _FCA_T + ".mlp_norm"),  # the official MLP's inner LN sits on the block
+    *_linear(_FCA + r"\.(qkv|proj)", _FCA_T + r".attn.\3"),  # models.layers.Attention
+    *_linear(_FCA + r"\.mlp\.(fc1|fc2)", _FCA_T + r".mlp.\3"),  # models.layers.Mlp
     *_conv_bn(_FCA + r"\.local_conv", _FCA_T + ".local_conv"),
     # head
     *_layer_norm(r"norm_head", "norm_head"),

@@ -23,32 +23,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-import kernels
+# The attention itself runs in `models.layers.Attention` (through `kernels.attention`); the module stays importable
+# as `models.fcaformer.model.kernels`, the handle through which callers and tests swap the attention backend.
+import kernels  # noqa: F401
+from models.layers import (
+    SPEC_COLUMN_PARALLEL,
+    SPEC_ROW_PARALLEL,
+    Attention,
+    DropPath,
+    Mlp,
+    gelu,
+    layer_norm,
+    partitioned,
+    sharding_scope,
+)
+from models.layers.sharding import zeros
 
-# timm's trunc_normal_(std=.02) truncates at +-2 (absolute), i.e. +-100 std: effectively a plain normal.
+# timm's trunc_normal_(std=.02) truncates at +-2 (absolute), i.e. +-100 std: effectively a plain normal (the library's
+# `trunc_normal_002` cuts at +-2 std, which is not the official init).
 _weight_init = nnx.initializers.normal(0.02)
-_zeros = nnx.initializers.zeros_init()
-
-
-def _gelu(x: jax.Array) -> jax.Array:
-    # torch.nn.GELU() is the exact (erf) form.
-    return jax.nn.gelu(x, approximate=False)
-
-
-def _sharded(init, spec: tuple[str | None, ...]):
-    """Attach a PartitionSpec (the trainer adds the fsdp axis); without a mesh it is plain metadata."""
-    return nnx.with_partitioning(init, spec)
-
-
-def _mesh_has_model_axis() -> bool:
-    mesh = jax.sharding.get_abstract_mesh()
-    return (not mesh.empty) and "model" in mesh.axis_names
-
-
-def _drop_path(rate: float, ndim: int, rngs: nnx.Rngs) -> nnx.Dropout:
-    """Stochastic depth: one Bernoulli draw per sample, kept values scaled by 1/keep (timm DropPath)."""
-    # A zero rate needs no RNG stream, which keeps inference-only models free of RNG state.
-    return nnx.Dropout(rate, broadcast_dims=tuple(range(1, ndim)), rngs=rngs if rate > 0 else None)
 
 
 @functools.cache
@@ -107,8 +100,9 @@ class ConvBN(nnx.Module):
         return self.bn(self.conv(x), use_running_average=not train)
 
 
-class PatchEmbed(nnx.Module):
-    """Stem: ConvBN 3x3/2 -> GELU -> ConvBN 3x3/2, to a quarter of the input resolution."""
+class ConvStem(nnx.Module):
+    """Stem: ConvBN 3x3/2 -> GELU -> ConvBN 3x3/2, to a quarter of the input resolution (official `PatchEmbed`, the
+    model's `patch_embed`; a conv stem, not the library's single-conv `models.layers.PatchEmbed`)."""
 
     def __init__(self, in_chans: int, embed_dim: int, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
         kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
@@ -116,7 +110,7 @@ class PatchEmbed(nnx.Module):
         self.conv2 = ConvBN(embed_dim // 2, embed_dim, 3, 2, 1, **kw)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.conv2(_gelu(self.conv1(x, train=train)), train=train)
+        return self.conv2(gelu(self.conv1(x, train=train)), train=train)
 
 
 class PatchMerging(nnx.Module):
@@ -129,8 +123,8 @@ class PatchMerging(nnx.Module):
         self.conv3 = ConvBN(out_dim, out_dim, 1, 1, 0, **kw)
 
     def __call__(self, x_bhwc: jax.Array, *, train: bool = False) -> jax.Array:
-        x = _gelu(self.conv1(x_bhwc, train=train))
-        x = _gelu(self.conv2(x, train=train))
+        x = gelu(self.conv1(x_bhwc, train=train))
+        x = gelu(self.conv2(x, train=train))
         return self.conv3(x, train=train)
 
 
@@ -150,38 +144,24 @@ class CxBlock(nnx.Module):
         kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.dwconv = nnx.Conv(
             dim, dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=dim, kernel_init=_weight_init,
-            bias_init=_zeros, **kw
+            bias_init=zeros, **kw
         )
-        self.norm = nnx.LayerNorm(dim, epsilon=1e-6, **kw)
+        self.norm = layer_norm(dim, eps=1e-6, **kw)
+        # The ConvNeXt MLP keeps its official names (pwconv1/2); its hidden bias is split with pwconv1's outputs.
         self.pwconv1 = nnx.Linear(
-            dim, 4 * dim, kernel_init=_sharded(_weight_init, (None, "model")),
-            bias_init=_sharded(_zeros, ("model",)), **kw
+            dim, 4 * dim, kernel_init=partitioned(_weight_init, SPEC_COLUMN_PARALLEL),
+            bias_init=partitioned(zeros, ("model",)), **kw
         )
         self.pwconv2 = nnx.Linear(
-            4 * dim, dim, kernel_init=_sharded(_weight_init, ("model", None)), bias_init=_zeros, **kw
+            4 * dim, dim, kernel_init=partitioned(_weight_init, SPEC_ROW_PARALLEL), bias_init=zeros, **kw
         )
         self.gamma = nnx.Param(jnp.full((dim,), layer_scale_init_value, param_dtype))
-        self.drop_path = _drop_path(drop_path, 4, rngs)
+        self.drop_path = DropPath(drop_path, rngs=rngs)
 
     def __call__(self, x_bhwc: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
-        y = self.pwconv2(_gelu(self.pwconv1(self.norm(self.dwconv(x_bhwc)))))
-        return x_bhwc + self.drop_path(self.gamma[...] * y, deterministic=not train, rngs=rngs)
-
-
-class Mlp(nnx.Module):
-    """LayerNorm -> Linear -> GELU -> Linear. The inner norm is on top of the block's `norm2` (official: double LN)."""
-
-    def __init__(self, dim: int, hidden: int, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
-        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
-        self.norm = nnx.LayerNorm(dim, epsilon=1e-5, **kw)
-        self.fc1 = nnx.Linear(
-            dim, hidden, kernel_init=_sharded(_weight_init, (None, "model")), bias_init=_sharded(_zeros, ("model",)),
-            **kw
-        )
-        self.fc2 = nnx.Linear(hidden, dim, kernel_init=_sharded(_weight_init, ("model", None)), bias_init=_zeros, **kw)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc2(_gelu(self.fc1(self.norm(x))))
+        y = self.pwconv2(gelu(self.pwconv1(self.norm(self.dwconv(x_bhwc)))))
+        # Layer scale in the compute dtype, so a bf16 model does not widen the residual stream to f32.
+        return x_bhwc + self.drop_path(self.gamma[...].astype(y.dtype) * y, train=train, rngs=rngs)
 
 
 class FcaBlock(nnx.Module):
@@ -189,11 +169,11 @@ class FcaBlock(nnx.Module):
 
     Block `index` of a stage attends to its own N tokens and to `num_cross` cross tokens, the merged tokens that
     the earlier blocks of the stage produced (at most `cab_max_d` sets). Cross tokens are scaled per token
-    (`s_scale_factors`), normalised by their own LayerNorm (`s_norm`) and projected by the *same* qkv Linear; one
-    softmax runs over main and cross keys, with the relative position bias on the main part and the per-head
-    `s_token_bias` on the cross part. After the attention residual, a stride-4 depthwise 7x7 conv merges the tokens
-    into this block's cross tokens (every block but the last), a depthwise 3x3 ConvBN enhances them, and the MLP
-    residual follows.
+    (`s_scale_factors`), normalised by their own LayerNorm (`s_norm`) and projected by the *same* qkv Linear
+    (`attn.qkv`); one softmax runs over main and cross keys, with the relative position bias on the main part and the
+    per-head `s_token_bias` on the cross part. After the attention residual, a stride-4 depthwise 7x7 conv merges the
+    tokens into this block's cross tokens (every block but the last), a depthwise 3x3 ConvBN enhances them, and the
+    MLP residual follows: `mlp_norm` (the official MLP's own LayerNorm, on top of `norm2`) -> `mlp` (fc1/GELU/fc2).
     """
 
     def __init__(
@@ -217,7 +197,6 @@ class FcaBlock(nnx.Module):
         self.dim = dim
         self.resolution = tuple(resolution)
         self.num_heads = num_heads
-        self.attention_impl = attention_impl
         height, width = self.resolution
         tokens_per_set = math.ceil(height / 4) * math.ceil(width / 4)
         self.num_cross = min(index, cab_max_d) * tokens_per_set
@@ -235,31 +214,40 @@ class FcaBlock(nnx.Module):
         if self.num_cross:
             # Official shapes, so they broadcast as they are: (1, heads, 1, N_s) and (1, N_s, 1).
             self.s_token_bias = nnx.Param(jnp.zeros((1, num_heads, 1, self.num_cross), param_dtype))
-            self.s_norm = nnx.LayerNorm(dim, epsilon=1e-5, **kw)
+            self.s_norm = layer_norm(dim, eps=1e-5, **kw)
             self.s_scale_factors = nnx.Param(jnp.ones((1, self.num_cross, 1), param_dtype))
         else:
             self.s_token_bias = self.s_norm = self.s_scale_factors = None
 
-        self.norm1 = nnx.LayerNorm(dim, epsilon=1e-5, **kw)
+        self.norm1 = layer_norm(dim, eps=1e-5, **kw)
         _, num_offsets = relative_bias_index(height, width)
         self.attention_biases = nnx.Param(jnp.zeros((num_heads, num_offsets), param_dtype))
-        self.qkv = nnx.Linear(
-            dim, 3 * dim, kernel_init=_sharded(_weight_init, (None, "model")), bias_init=_sharded(_zeros, ("model",)),
-            **kw
+        self.attn = Attention(
+            dim, num_heads, scale=(dim // num_heads) ** -0.5, kernel_init=_weight_init, attention_impl=attention_impl,
+            **kw,
         )
-        self.proj = nnx.Linear(dim, dim, kernel_init=_sharded(_weight_init, ("model", None)), bias_init=_zeros, **kw)
         self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim, **kw)
-        self.norm2 = nnx.LayerNorm(dim, epsilon=1e-5, **kw)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), **kw)
+        self.norm2 = layer_norm(dim, eps=1e-5, **kw)
+        self.mlp_norm = layer_norm(dim, eps=1e-5, **kw)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), fc1_init=_weight_init, **kw)
         # One module, two independent draws per step (attention and MLP branches), as the official single DropPath.
-        self.drop_path = _drop_path(drop_path, 3, rngs)
+        self.drop_path = DropPath(drop_path, rngs=rngs)
 
-    def _attention(self, x: jax.Array, cross: jax.Array | None) -> jax.Array:
+    @property
+    def qkv(self) -> nnx.Linear:
+        """The fused qkv Linear under its official name (`blocks.N.qkv`); it lives at `attn.qkv`."""
+        return self.attn.qkv
+
+    @property
+    def proj(self) -> nnx.Linear:
+        """The attention output Linear under its official name (`blocks.N.proj`); it lives at `attn.proj`."""
+        return self.attn.proj
+
+    def _attention(self, x: jax.Array, cross: jax.Array | None, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
         batch, tokens, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         height, width = self.resolution
-        qkv = self.qkv(self.norm1(x)).reshape(batch, tokens, 3, heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = self.attn.project(self.norm1(x))
         idxs, _ = relative_bias_index(height, width)
         bias = jnp.take(self.attention_biases[...], jnp.asarray(idxs), axis=1)[None]  # (1, h, N, N)
         if self.num_cross:
@@ -269,15 +257,15 @@ class FcaBlock(nnx.Module):
                 )
             s = self.s_norm(cross * self.s_scale_factors[...])  # scale, then LN (eps 1e-5): the official order
             # Only keys and values are needed for the cross tokens: apply the k/v columns of the shared qkv Linear.
-            kernel = self.qkv.kernel[...][:, dim:]
-            kv_s = jnp.dot(s.astype(self.qkv.dtype or s.dtype), kernel.astype(self.qkv.dtype or kernel.dtype))
-            kv_s = (kv_s + self.qkv.bias[...][dim:]).reshape(batch, self.num_cross, 2, heads, head_dim)
+            qkv = self.attn.qkv
+            kernel = qkv.kernel[...][:, dim:]
+            kv_s = jnp.dot(s.astype(qkv.dtype or s.dtype), kernel.astype(qkv.dtype or kernel.dtype))
+            kv_s = (kv_s + qkv.bias[...][dim:]).reshape(batch, self.num_cross, 2, heads, head_dim)
             k = jnp.concatenate([k, kv_s[:, :, 0].astype(k.dtype)], axis=1)
             v = jnp.concatenate([v, kv_s[:, :, 1].astype(v.dtype)], axis=1)
             cross_bias = jnp.broadcast_to(self.s_token_bias[...], (1, heads, tokens, self.num_cross))
             bias = jnp.concatenate([bias, cross_bias.astype(bias.dtype)], axis=-1)
-        out = kernels.attention(q, k, v, bias=bias, scale=head_dim**-0.5, impl=self.attention_impl)
-        return self.proj(out.reshape(batch, tokens, dim))
+        return self.attn.attend(q, k, v, bias=bias, train=train, rngs=rngs)
 
     def __call__(
         self, x: jax.Array, cross: jax.Array | None = None, *, train: bool = False, rngs: nnx.Rngs | None = None
@@ -285,13 +273,15 @@ class FcaBlock(nnx.Module):
         """x: [batch, H*W, dim]; cross: [batch, num_cross, dim] or None. Returns (x, this block's cross tokens)."""
         batch, tokens, dim = x.shape
         height, width = self.resolution
-        x = x + self.drop_path(self.gamma_1[...] * self._attention(x, cross), deterministic=not train, rngs=rngs)
+        y = self._attention(x, cross, train=train, rngs=rngs)
+        x = x + self.drop_path(self.gamma_1[...].astype(y.dtype) * y, train=train, rngs=rngs)
         x_bhwc = x.reshape(batch, height, width, dim)
         new_cross = None
         if self.dw_conv is not None:
             new_cross = self.dw_conv(x_bhwc).reshape(batch, -1, dim)
         x = self.local_conv(x_bhwc, train=train).reshape(batch, tokens, dim)
-        x = x + self.drop_path(self.gamma_2[...] * self.mlp(self.norm2(x)), deterministic=not train, rngs=rngs)
+        y = self.mlp(self.mlp_norm(self.norm2(x)), train=train, rngs=rngs)
+        x = x + self.drop_path(self.gamma_2[...].astype(y.dtype) * y, train=train, rngs=rngs)
         return x, new_cross
 
 
@@ -364,6 +354,9 @@ class FcaFormer(nnx.Module):
       layer_scale_init_value: initial layer scales (official: hard-coded 1e-6).
       attention_impl: passed to `kernels.attention` ("auto", "xla", "pallas").
       use_ema: when loading an official training checkpoint, take its `model_ema` weights instead of `model`.
+
+    Layer ids for layer-wise LR decay (`layer_id`, `max_layer_id`): 0 = stem, every block in forward order 1..num_blocks,
+    norm_head / head num_blocks + 1.
     """
 
     def __init__(
@@ -396,6 +389,7 @@ class FcaFormer(nnx.Module):
         self.img_size = img_size
         self.num_classes = num_classes
         self.embed_dims = tuple(embed_dims)
+        self.depths = tuple(int(d) for d in depths)
         self.use_ema = use_ema
         self.dtype = dtype
         # Grids as the official code computes them (floor divisions of the stem's img_size // 4).
@@ -407,13 +401,13 @@ class FcaFormer(nnx.Module):
 
         # Sharding annotations are metadata for the trainer's mesh: variables are born sharded only under a mesh with
         # a "model" axis, so the model also builds with no mesh (notebooks, tests); the metadata is kept either way.
-        with nnx.use_eager_sharding(nnx.using_eager_sharding() and _mesh_has_model_axis()):
+        with sharding_scope():
             self._build(in_chans, embed_dims, depths, heads, mlp_ratio, cab_max_d, dpr, layer_scale_init_value,
                         attention_impl, num_classes, kw)
 
     def _build(self, in_chans, embed_dims, depths, heads, mlp_ratio, cab_max_d, dpr, layer_scale_init_value,
                attention_impl, num_classes, kw) -> None:
-        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], **kw)
+        self.patch_embed = ConvStem(in_chans, embed_dims[0], **kw)
         self.stages = nnx.List([
             ConvStage(embed_dims[0], embed_dims[1], depths[0], dpr[0], layer_scale_init_value=layer_scale_init_value,
                       **kw),
@@ -426,11 +420,39 @@ class FcaFormer(nnx.Module):
                      mlp_ratio=mlp_ratio, layer_scale_init_value=layer_scale_init_value,
                      attention_impl=attention_impl, **kw),
         ])
-        self.norm_head = nnx.LayerNorm(embed_dims[-1], epsilon=1e-5, **kw)
+        self.norm_head = layer_norm(embed_dims[-1], eps=1e-5, **kw)
         self.head = (
-            nnx.Linear(embed_dims[-1], num_classes, kernel_init=_weight_init, bias_init=_zeros, **kw)
+            nnx.Linear(embed_dims[-1], num_classes, kernel_init=_weight_init, bias_init=zeros, **kw)
             if num_classes > 0 else None
         )
+
+    def max_layer_id(self) -> int:
+        """Layer id of the final norm and head: number of blocks + 1 (pass `max_layer_id() - 1` as `num_layers`)."""
+        return sum(self.depths) + 1
+
+    def layer_id(self, path: str) -> int:
+        """Layer id of the parameter at dotted NNX path `path` (relative to the model, e.g.
+        "stages.2.blocks.3.attn.qkv.kernel"), for layer-wise LR decay (BEiT / timm convention).
+
+        0: the stem (`patch_embed`); 1..num_blocks: the blocks, ConvNeXt and FcaBlocks alike, consecutively in forward
+        order across stages; the PatchMerging at the end of stage k (`stages.k.downsample`) takes the id of the first
+        block of stage k + 1, the block after it, as timm groups ConvNeXt's downsampling with the stage it feeds;
+        `norm_head` and `head`: `max_layer_id()`.
+        """
+        parts = path.split(".")
+        if parts[0] == "patch_embed":
+            return 0
+        if parts[0] in ("norm_head", "head"):
+            return self.max_layer_id()
+        if parts[0] == "stages" and len(parts) > 3 and parts[1].isdigit() and int(parts[1]) < len(self.depths):
+            stage = int(parts[1])
+            first = sum(self.depths[:stage]) + 1  # id of the stage's first block
+            if parts[2] == "blocks" and parts[3].isdigit() and int(parts[3]) < self.depths[stage]:
+                return first + int(parts[3])
+            if parts[2] == "downsample" and self.stages[stage].downsample is not None:
+                return first + self.depths[stage]
+        raise ValueError(f"FcaFormer has no parameter path {path!r} (expected patch_embed.*, stages.K.blocks.J.*, "
+                         "stages.K.downsample.*, norm_head.* or head.*)")
 
     def forward_features(
         self, x_bhwc: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None
