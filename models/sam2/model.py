@@ -212,12 +212,19 @@ class SAM2(nnx.Module):
     def forward_sam_heads(self, backbone_features: jax.Array, point_coords: jax.Array | None = None,
                           point_labels: jax.Array | None = None, mask_inputs: jax.Array | None = None,
                           high_res_features: tuple[jax.Array, jax.Array] | None = None,
-                          multimask_output: bool = False) -> dict[str, jax.Array]:
+                          multimask_output: bool = False, *,
+                          multimask_per_example: jax.Array | None = None) -> dict[str, jax.Array]:
         """SAM heads as used for tracking: masks gated by the object score, best mask and the object pointer.
 
         backbone_features [B, h, w, 256] (memory-conditioned); mask_inputs [B, 1, H, W] (other sizes than 4h x 4w
         are resized like the official code). Returns
         low/high-res multimasks, ious, best low/high-res masks, obj_ptr [B, 256] and object_score_logits [B, 1].
+
+        `multimask_per_example` [B] bool selects the training form (`SAM2Train`, traced in the multi-frame loss):
+        `multimask_output` is then ignored, the multimask choice is made per example (the best of tokens 1-3 by
+        predicted IoU where True, token 0 where False) with no dynamic-stability fallback, "low_res_multimasks",
+        "high_res_multimasks" and "ious" hold all four decoder outputs (token 0 first) for the loss, and ious,
+        object_score_logits and obj_ptr are float32.
         """
         batch = backbone_features.shape[0]
         if point_coords is None:
@@ -228,16 +235,27 @@ class SAM2(nnx.Module):
             mask_inputs = resize_hw(mask_inputs.astype(jnp.float32), self.sam_prompt_encoder.mask_input_size,
                                     lambda a, b: bilinear_matrix(a, b, True), axes=(2, 3))
         sparse, dense = self.sam_prompt_encoder((point_coords, point_labels), None, mask_inputs)
-        masks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder(
-            backbone_features, self.sam_prompt_encoder.dense_pe(), sparse, dense, tuple(high_res_features),
-            multimask_output=multimask_output,
-        )
+        training = multimask_per_example is not None
+        if training:  # all four outputs, no selection inside the decoder (and so no stability fallback)
+            masks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder.predict_masks(
+                backbone_features, self.sam_prompt_encoder.dense_pe(), sparse, dense, tuple(high_res_features))
+            ious, object_score_logits = ious.astype(jnp.float32), object_score_logits.astype(jnp.float32)
+        else:
+            masks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder(
+                backbone_features, self.sam_prompt_encoder.dense_pe(), sparse, dense, tuple(high_res_features),
+                multimask_output=multimask_output,
+            )
         is_object = object_score_logits > 0
         low_res = jnp.where(is_object[:, :, None, None], masks.astype(jnp.float32), NO_OBJ_SCORE)
         size = self.config.image_size
         high_res = resize_hw(low_res, (size, size), bilinear_matrix, axes=(2, 3))
         token = sam_tokens[:, 0]
-        if multimask_output:
+        if training:
+            best = jnp.where(multimask_per_example, jnp.argmax(ious[:, 1:], axis=-1) + 1, 0)
+            low_best = jnp.take_along_axis(low_res, best[:, None, None, None], axis=1)
+            high_best = jnp.take_along_axis(high_res, best[:, None, None, None], axis=1)
+            token = jnp.take_along_axis(sam_tokens, best[:, None, None], axis=1)[:, 0]
+        elif multimask_output:
             best = jnp.argmax(ious, axis=-1)
             take = jax.vmap(lambda x, i: x[i])
             low_best, high_best = take(low_res, best)[:, None], take(high_res, best)[:, None]
@@ -246,6 +264,8 @@ class SAM2(nnx.Module):
         else:
             low_best, high_best = low_res, high_res
         obj_ptr = self.obj_ptr_proj(token)
+        if training:  # the memory bank keeps pointers in float32
+            obj_ptr = obj_ptr.astype(jnp.float32)
         appearing = is_object.astype(obj_ptr.dtype)
         obj_ptr = appearing * obj_ptr + (1 - appearing) * self.no_obj_ptr[...].astype(obj_ptr.dtype)
         return {
