@@ -286,3 +286,39 @@ def test_layer_ids_come_from_the_model():
 
     with pytest.raises(ValueError, match="NoLayerIds defines no layer_id"):
         PlainTask(base_config()).max_layer_id()
+
+
+def test_create_model_of_a_checkpoint_without_frozen_params_takes_them_from_model_pretrained(tmp_path):
+    from types import SimpleNamespace
+
+    from zoo import checkpoint
+    from zoo.train.trainer import Trainer
+
+    def builder(rngs, **overrides):
+        return Modules({"student": TinyNet(rngs), "teacher": TinyNet(rngs, depth=3)})
+
+    entry = SimpleNamespace(name="tiny_distill", builder=builder, cfg=SimpleNamespace(url=None), converter=None)
+    source = builder(nnx.Rngs(7))  # the "pretrained" weights the frozen teacher comes from
+    checkpoint.save_model(str(tmp_path / "source"), source, meta={"model_name": "tiny_distill"})
+
+    class PretrainedDistill(DistillTask):
+        def build_pretrained(self, pretrained, rngs):
+            return checkpoint.load_pretrained(entry, pretrained, rngs=rngs, overrides={})
+
+    config = _distill_config(checkpoint_frozen=False, ema_decay=0.5)
+    config.model = ml_collections.ConfigDict({"pretrained": str(tmp_path / "source")})
+    trainer = Trainer(config, str(tmp_path / "run"), task=PretrainedDistill(config), devices=jax.devices()[:1])
+    trainer.run()
+    loaded = nnx.to_pure_dict(nnx.state(checkpoint.load_pretrained(entry, str(tmp_path / "run"), rngs=nnx.Rngs(0),
+                                                                   overrides={}), nnx.Param))  # fmt: skip
+    expected_teacher = nnx.to_pure_dict(nnx.state(source.teacher, nnx.Param))
+    for a, b in zip(jax.tree.leaves(expected_teacher), jax.tree.leaves(loaded["teacher"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ema_student = jax.device_get(trainer.ema["student"])
+    for a, b in zip(jax.tree.leaves(ema_student), jax.tree.leaves(loaded["student"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    config.model.pretrained = ""
+    Trainer(config, str(tmp_path / "scratch"), task=DistillTask(config), devices=jax.devices()[:1]).run()
+    with pytest.raises(ValueError, match=r"checkpoint_frozen=False.*config.model.pretrained"):
+        checkpoint.load_pretrained(entry, str(tmp_path / "scratch"), rngs=nnx.Rngs(0), overrides={})

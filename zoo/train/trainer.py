@@ -127,12 +127,14 @@ class Trainer:
             nnx.to_pure_dict(abstract_state),
             self.state_sharding,
         )
+        if pretrained:
+            # Loaded outside the mesh context: checkpoint restore targets need concrete shardings, not the abstract
+            # mesh eval_shape sees under jax.set_mesh; device_put then lays the state out on the mesh.
+            model = as_module(self.task.build_pretrained(pretrained, nnx.Rngs(params=seed, dropout=seed + 1)))
+            optimizer = nnx.Optimizer(model, self.tx, wrt=trainable)
+            self.state = jax.device_put(nnx.to_pure_dict(nnx.state((model, optimizer))), self.state_sharding)
         with jax.set_mesh(self.mesh):
-            if pretrained:
-                model = as_module(self.task.build_pretrained(pretrained, nnx.Rngs(params=seed, dropout=seed + 1)))
-                optimizer = nnx.Optimizer(model, self.tx, wrt=trainable)
-                self.state = jax.device_put(nnx.to_pure_dict(nnx.state((model, optimizer))), self.state_sharding)
-            else:
+            if not pretrained:
                 self.state = jax.jit(lambda: nnx.to_pure_dict(nnx.state(create())), out_shardings=self.state_sharding)()
         # With checkpoint_frozen=False these entries of the model state are not saved (rebuilt from their source).
         self.checkpoint_frozen = bool(config.get("checkpoint_frozen", True))
