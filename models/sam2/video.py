@@ -290,11 +290,17 @@ class SAM2VideoPredictor(MemoryBank):
         self.obj_ids.append(obj_id)
         new_bank, new_meta = self.empty_bank(1), self.empty_meta(1)
         if self.bank is None:
-            self.bank, self.meta = new_bank, new_meta
+            self.bank = new_bank
+            self._set_meta(new_meta)
         else:
             self.bank = {k: jnp.concatenate([v, new_bank[k]]) for k, v in self.bank.items()}
-            self.meta = {k: np.concatenate([v, new_meta[k]]) for k, v in self.meta.items()}
+            self._set_meta({k: np.concatenate([v, new_meta[k]]) for k, v in self.meta.items()})
         return len(self.obj_ids) - 1
+
+    def _set_meta(self, new: dict[str, np.ndarray]) -> None:
+        # One `meta` dict for the predictor's lifetime (until `reset`): a reference to `predictor.meta` taken
+        # earlier always shows the current slots. `mark_tracked` / `mark_prompt` return new arrays.
+        self.meta.update(new)
 
     # -- jitted pieces ------------------------------------------------------------------------------------------------
 
@@ -420,7 +426,7 @@ class SAM2VideoPredictor(MemoryBank):
         sign = -1 if reverse else 1
         self.bank, masks = self._track_step(self._params, fpn, pos, self.bank, self._device_meta(),
                                             np.int32(frame_idx), np.int32(sign), *to_device((write, cond_slot)))
-        self.meta = meta = self.mark_tracked(meta, frame_idx, write)
+        self._set_meta(self.mark_tracked(meta, frame_idx, write))
         meta["last_frame"][:] = frame_idx
         meta["sign"][write] = sign
         return np.asarray(self._to_video(masks, self.video_hw))
@@ -442,7 +448,7 @@ class SAM2VideoPredictor(MemoryBank):
 
     def _prompted(self, obj: int, slot: int, frame_idx: int, masks: jax.Array) -> np.ndarray:
         """Bookkeeping after a prompt step: the frame is now a prompted frame of the object."""
-        self.meta = self.mark_prompt(self.meta, frame_idx, slot, rows=obj)
+        self._set_meta(self.mark_prompt(self.meta, frame_idx, slot, rows=obj))
         self.meta["last_frame"][obj] = frame_idx
         return np.asarray(self._to_video(masks, self.video_hw))[0]
 
