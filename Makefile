@@ -42,4 +42,4 @@ train: install
 	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
 
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25

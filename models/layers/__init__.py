@@ -12,7 +12,7 @@ from models.layers.attention import Attention, chunked_attention
 from models.layers.checks import check_image_input
 from models.layers.drop import Dropout, DropPath, dropout_stream
 from models.layers.mlp import Mlp
-from models.layers.norm import LayerScale, layer_norm
+from models.layers.norm import LayerNorm, LayerScale, layer_norm, layer_norm_fn
 from models.layers.patch_embed import PatchEmbed, to_pair
 from models.layers.sharding import (
     SPEC_COLUMN_PARALLEL,
@@ -30,6 +30,7 @@ __all__ = [
     "Buffer",
     "DropPath",
     "Dropout",
+    "LayerNorm",
     "LayerScale",
     "Mlp",
     "PatchEmbed",
@@ -39,6 +40,7 @@ __all__ = [
     "gelu",
     "get_activation",
     "layer_norm",
+    "layer_norm_fn",
     "partitioned",
     "quick_gelu",
     "sharding_scope",

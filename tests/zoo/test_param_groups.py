@@ -193,12 +193,7 @@ def _distill_config(**updates):
     config.optimizer.frozen = (r"teacher\..*",)
     config.optimizer.lr = 1e-2
     config.optimizer.schedule = "constant"  # a resumed run with more steps sees the same lr
-    for key, value in updates.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(updates)
     return config
 
 
