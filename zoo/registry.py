@@ -30,6 +30,14 @@ class PretrainedCfg:
     """How a model expects its input, and where its official weights are published.
 
     `input_size` is (height, width, channels): the zoo is NHWC throughout.
+
+    Where the weights are (`create_model(name, pretrained=True)`, `python -m zoo.download NAME`), first match wins:
+    - `hf_hub_id` + `hf_hub_filename`: a Hugging Face Hub repo and the file in it (fetched with `huggingface_hub`);
+    - `file_url`: a direct download URL, with its `sha256` where the publisher gives one;
+    - `manual_url`: a page that needs a browser (Google Drive, Baidu pan): the user downloads `manual_filename` and
+      puts it in the cache (`zoo.download.weights_dir(name)`);
+    - none of them: no official weights were released.
+    `url` is the page a person reads about the weights.
     """
 
     input_size: tuple[int, int, int] = (224, 224, 3)
@@ -42,6 +50,37 @@ class PretrainedCfg:
     license: str = ""
     paper: str = ""
     notes: str = ""
+    hf_hub_id: str = ""
+    hf_hub_filename: str = ""
+    file_url: str = ""
+    sha256: str = ""
+    manual_url: str = ""
+    manual_filename: str = ""
+
+    @property
+    def weights_source(self) -> str:
+        """"hf_hub", "url", "manual" (needs a browser) or "none" (no official weights)."""
+        if self.hf_hub_id:
+            return "hf_hub"
+        if self.file_url:
+            return "url"
+        if self.manual_url:
+            return "manual"
+        return "none"
+
+    @property
+    def weights_fetchable(self) -> bool:
+        """Whether `pretrained=True` can download the weights by itself."""
+        return self.weights_source in ("hf_hub", "url")
+
+    @property
+    def weights_filename(self) -> str:
+        """The name of the official file in the cache."""
+        if self.hf_hub_id:
+            return self.hf_hub_filename
+        if self.file_url:
+            return self.file_url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+        return self.manual_filename
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for JSON, notebooks and configs)."""
@@ -120,20 +159,25 @@ def pretrained_cfg(name: str) -> PretrainedCfg:
 def create_model(
     name: str,
     *,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: bool | str | os.PathLike | None = None,
     rngs: nnx.Rngs | None = None,
     **overrides: Any,
 ) -> nnx.Module:
     """Build model `name`, optionally loading weights.
 
-    `pretrained` is an orbax checkpoint directory (written by the trainer or by `python -m zoo.convert`) or an
+    `pretrained` is True (the official weights by name: downloaded, verified and converted once into the cache, see
+    `zoo.download`), an orbax checkpoint directory (written by the trainer or by `python -m zoo.convert`) or an
     official PyTorch (`.pt`, `.pth`, `.bin`) / `.safetensors` / `.npz` checkpoint file, converted on the fly.
-    `overrides` are passed to the model's builder (e.g. `num_classes=10`, `dtype=jnp.bfloat16`).
+    `overrides` are passed to the model's builder (e.g. `dtype=jnp.bfloat16`).
     """
     entry = get_model_entry(name)
     rngs = rngs if rngs is not None else nnx.Rngs(0)
-    if pretrained is None:
+    if pretrained is None or pretrained is False:
         return entry.builder(rngs=rngs, **overrides)
+    if pretrained is True:
+        from zoo import download
+
+        pretrained = download.pretrained_path(name)
 
     from zoo import checkpoint as checkpoint_lib
 

@@ -36,9 +36,11 @@ def _cfg(url: str, hf_hub_id: str, size: int = 224) -> PretrainedCfg:
         license="mit",
         paper="https://arxiv.org/abs/2103.00020",
         notes=(
-            f"OpenAI TorchScript archive at url; the same weights as an open_clip state dict: "
-            f"https://huggingface.co/{hf_hub_id} (open_clip_model.safetensors or open_clip_pytorch_model.bin)"
+            "url is OpenAI's TorchScript archive (its path holds the file's sha256); pretrained=True fetches the same "
+            f"weights as an open_clip state dict from https://huggingface.co/{hf_hub_id}"
         ),
+        hf_hub_id=hf_hub_id,
+        hf_hub_filename="open_clip_model.safetensors",
     )
 
 

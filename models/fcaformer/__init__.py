@@ -28,10 +28,12 @@ _NO_WEIGHTS = "No official weights were released for this variant (only L2)."
 _L2_URL = "https://pan.baidu.com/s/1X8Ou539s48s3l4bX8lV2Zg"
 
 
-def _cfg(url: str = "", notes: str = "") -> PretrainedCfg:
+def _cfg(url: str = "", notes: str = "", filename: str = "") -> PretrainedCfg:
+    # The only released weights are on Baidu pan, which needs a browser: pretrained=True says where to put the file.
     return PretrainedCfg(
         input_size=(224, 224, 3), interpolation="bicubic", crop_pct=0.875, num_classes=1000, url=url,
-        license="see https://github.com/hkzhang-git/FcaFormer", paper=_PAPER, notes=notes,
+        license="see https://github.com/hkzhang-git/FcaFormer", paper=_PAPER, notes=notes, manual_url=url,
+        manual_filename=filename,
     )
 
 
@@ -46,7 +48,8 @@ def fcaformer_l1(*, rngs: nnx.Rngs, **overrides: Any) -> FcaFormer:
 
 
 @register_model(
-    cfg=_cfg(_L2_URL, "Baidu pan, access code 1234; an official training checkpoint ({'model', 'model_ema'})."),
+    cfg=_cfg(_L2_URL, "Baidu pan, access code 1234; an official training checkpoint ({'model', 'model_ema'}).",
+             "fcaformer_l2.pth"),
     converter=convert_fcaformer,
 )
 def fcaformer_l2(*, rngs: nnx.Rngs, **overrides: Any) -> FcaFormer:

@@ -321,7 +321,8 @@ def _register(variant: str, version: str) -> None:
     name = SAM2Config(variant=variant, version=version).name
     cfg = PretrainedCfg(
         input_size=(1024, 1024, 3), interpolation="bilinear", crop_pct=1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        num_classes=0, url=_URLS[version].format(_FILE_NAMES[variant]), license="Apache-2.0",
+        num_classes=0, url=_URLS[version].format(_FILE_NAMES[variant]),
+        file_url=_URLS[version].format(_FILE_NAMES[variant]), license="Apache-2.0",
         paper="SAM 2: Segment Anything in Images and Videos (arXiv:2408.00714)",
     )
 

@@ -1,7 +1,7 @@
 """Registered ViT variants, named and configured as in timm, with timm's default pretrained cfgs.
 
-Weights: the augreg ImageNet-21k -> 1k fine-tunes on the Hugging Face hub (`timm/<name>.<tag>`); download the
-`model.safetensors` (or `pytorch_model.bin`) there and pass its path as `pretrained=`.
+Weights: the augreg ImageNet-21k -> 1k fine-tunes on the Hugging Face hub (`timm/<name>.<tag>`, `model.safetensors`):
+`create_model(name, pretrained=True)` fetches and converts them once (zoo.download); a local file works as well.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ def _cfg(hf_hub_id: str, **kwargs: Any) -> PretrainedCfg:
         crop_pct=0.9,
         num_classes=1000,
         url=f"https://huggingface.co/{hf_hub_id}",
+        hf_hub_id=hf_hub_id,
+        hf_hub_filename="model.safetensors",
         license="apache-2.0",
         paper="https://arxiv.org/abs/2010.11929 ; augreg weights: https://arxiv.org/abs/2106.10270",
         **_AUGREG_MEAN_STD,
