@@ -10,7 +10,7 @@ Where the weights are published is each model's `pretrained_cfg` (`hf_hub_id`/`h
     <cache>/weights/<model name>/<file>          the official file (direct URLs, and files placed by hand)
     <cache>/weights/<model name>/<file>.part     an unfinished download; the next call resumes it (HTTP Range)
     <cache>/weights/<model name>/converted/      the orbax conversion (checkpoints/0/{model,meta}), written once
-    <cache>/weights/<model name>/.lock           taken while downloading / converting
+    <cache>/weights/.locks/<model name>.lock     taken while downloading / converting
 
 Hugging Face Hub files stay in the Hub's own cache (`HF_HUB_CACHE`, honoured with `HF_HUB_OFFLINE=1`); a file of the
 same name placed in the model's cache directory is used instead. Downloads go to a `.part` file that is renamed once
@@ -66,9 +66,11 @@ def _cfg(name: str):
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
+def _locked(name: str) -> Iterator[None]:
+    # Lock files live apart from the weights (never deleted: a waiting process may hold an open handle to one).
+    locks = cache_root() / "weights" / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # blocks until the process holding it is done
         try:
             yield
@@ -208,7 +210,7 @@ def pretrained_path(name: str, *, progress: bool = True) -> Path:
     directory = weights_dir(name)
     if _converted_ready(directory):
         return directory / CONVERTED
-    with _locked(directory):
+    with _locked(name):
         if _converted_ready(directory):  # another process converted it while this one waited
             return directory / CONVERTED
         checkpoint = fetch_checkpoint(name, progress=progress)
