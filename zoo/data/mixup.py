@@ -1,8 +1,9 @@
-"""Batch-level mixup / cutmix with timm semantics, on host numpy batches (NHWC).
+"""Batch-level mixup / cutmix with timm semantics, on host numpy batches (NHWC images or NTHWC clips).
 
 `Mixup(...)(batch, rng)` returns a new batch whose images are mixed with the batch reversed
 (`x[::-1]`, as timm's `x.flip(0)`) and whose "label" becomes float32 soft targets of shape
 (N, num_classes): label smoothing first, then `lam * y + (1 - lam) * y[::-1]`. Every row sums to 1.
+Clips (N, T, H, W, C) mix whole clips: one lam per clip, and the cutmix box is the same on every frame.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def rand_bbox_minmax(
 
 
 class Mixup:
-    """timm `Mixup` for numpy NHWC batches.
+    """timm `Mixup` for numpy NHWC image batches or NTHWC clip batches (one box for all frames of a clip).
 
     Args:
       num_classes: width of the soft targets.
@@ -120,12 +121,13 @@ class Mixup:
         return box, lam
 
     def __call__(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """Mix `batch[image_key]` (N,H,W,C float) and turn `batch[label_key]` into (N, K) soft targets."""
+        """Mix `batch[image_key]` ((N, H, W, C) or (N, T, H, W, C) float) into (N, K) soft `batch[label_key]`."""
         images = np.asarray(batch[self.image_key])
         if not np.issubdtype(images.dtype, np.floating):
             raise TypeError(f"mixup needs float images (normalise first), got {images.dtype}")
         labels = np.asarray(batch[self.label_key])
-        size, height, width = images.shape[:3]
+        size = images.shape[0]
+        height, width = images.shape[-3:-1]
         reversed_images = images[::-1]
         mixed = images.copy()
         if self.mode == "batch":
@@ -133,7 +135,8 @@ class Mixup:
             if lam != 1.0:
                 if use_cutmix:
                     (y_low, y_high, x_low, x_high), lam = self._cutmix_box(height, width, lam, rng)
-                    mixed[:, y_low:y_high, x_low:x_high] = reversed_images[:, y_low:y_high, x_low:x_high]
+                    box = (slice(None), Ellipsis, slice(y_low, y_high), slice(x_low, x_high), slice(None))
+                    mixed[box] = reversed_images[box]
                 else:
                     mixed = (images * lam + reversed_images * (1.0 - lam)).astype(images.dtype)
             lam_per_example = np.full((size,), lam, dtype=np.float32)
@@ -145,7 +148,8 @@ class Mixup:
                     continue
                 if use_cutmix:
                     (y_low, y_high, x_low, x_high), lam = self._cutmix_box(height, width, lam, rng)
-                    mixed[i, y_low:y_high, x_low:x_high] = reversed_images[i, y_low:y_high, x_low:x_high]
+                    box = (i, Ellipsis, slice(y_low, y_high), slice(x_low, x_high), slice(None))
+                    mixed[box] = reversed_images[box]
                 else:
                     mixed[i] = images[i] * lam + reversed_images[i] * (1.0 - lam)
                 lam_per_example[i] = lam

@@ -11,9 +11,18 @@ The stream of *global* positions g = 0, 1, 2, ... is laid out once for all hosts
 - with a finite number of epochs and no `drop_remainder`, the stream is padded up to a whole
   global batch; padded rows repeat real examples and carry `_mask = False`.
 
-Each example is transformed with `example_rng(seed, epoch, source_index)`. The iterator state is
+Each example is transformed with `example_rng(seed, epoch, source_index)`; a source that draws randomness
+itself (a video source picking which frames to decode) defines `source.sample(index, rng)`, which the pipeline
+calls instead of `source[index]` with that same generator before the transform. The iterator state is
 the number of batches consumed, so a restored iterator rebuilds the stream from that position and
 yields exactly the batches the original would have.
+
+With `worker_count > 0` whole host batches are built in that many grain worker processes
+(`IterDataset.mp_prefetch`), so decoding (video) does not block the training step; batch i still comes from
+worker i % worker_count in order, so the output does not depend on the worker count. The pipeline (source,
+transforms) is pickled into the workers. Sources that skip unreadable files mark each example with
+`_skipped` (files skipped to produce it); `DataIterator.num_skipped` sums it over the batches seen, which also
+counts skips that happened inside workers.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ BatchTransform = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str
 STATE_VERSION = 1
 MASK_KEY = "_mask"
 INDEX_KEY = "_index"
+SKIPPED_KEY = "_skipped"
 
 
 class _EpochPermutations:
@@ -60,6 +70,15 @@ class _EpochPermutations:
                     self._cache.pop(min(self._cache))
             return permutation
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled into grain worker processes: locks do not pickle, and the cache is rebuilt on demand.
+        return {key: value for key, value in self.__dict__.items() if key not in ("_lock", "_cache")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cache = {}
+        self._lock = threading.Lock()
+
 
 @dataclasses.dataclass
 class Pipeline:
@@ -72,6 +91,8 @@ class Pipeline:
         in training with drop_remainder).
       num_batches: batches per host in total, None when the stream is infinite.
       steps_per_epoch: global batches per epoch (ceil when batches straddle epochs).
+      worker_count: grain worker processes building batches (0: in this process, with read threads).
+      worker_buffer_size: batches each worker reads ahead.
     """
 
     source: Source
@@ -89,6 +110,8 @@ class Pipeline:
     steps_per_epoch: int
     num_threads: int
     prefetch_buffer_size: int
+    worker_count: int = 0
+    worker_buffer_size: int = 1
 
     def __post_init__(self) -> None:
         self._permutations = _EpochPermutations(len(self.source), self.seed, self.shuffle)
@@ -113,9 +136,11 @@ class Pipeline:
             source_index = int(self._permutations(epoch)[slot])
         else:
             source_index = slot
-        example = dict(self.source[source_index])
+        rng = example_rng(self.seed, epoch, source_index)
+        sample = getattr(self.source, "sample", None)
+        example = dict(sample(source_index, rng) if sample is not None else self.source[source_index])
         if self.transform is not None:
-            example = self.transform(example, example_rng(self.seed, epoch, source_index))
+            example = self.transform(example, rng)
         example[MASK_KEY] = np.bool_(valid)
         example[INDEX_KEY] = np.int32(source_index)
         return example
@@ -131,7 +156,13 @@ class Pipeline:
             )
         else:
             read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-        return elements.to_iter_dataset(read_options).batch(self.per_host_batch_size, drop_remainder=True)
+        batches = elements.to_iter_dataset(read_options).batch(self.per_host_batch_size, drop_remainder=True)
+        if self.worker_count > 0:
+            options = grain.MultiprocessingOptions(
+                num_workers=self.worker_count, per_worker_buffer_size=self.worker_buffer_size
+            )
+            batches = batches.mp_prefetch(options)
+        return batches
 
     def state_signature(self) -> dict[str, Any]:
         """What a saved iterator state must agree with to be restored here."""
@@ -156,12 +187,18 @@ class DataIterator(grain.DatasetIterator):
         super().__init__()
         self.pipeline = pipeline
         self._step = 0
+        self._skipped = 0
         self._iterator: Iterator[dict[str, np.ndarray]] | None = None
 
     @property
     def step(self) -> int:
         """Batches consumed so far (same on every host)."""
         return self._step
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable files skipped to build the batches this iterator returned (0 for sources that never skip)."""
+        return self._skipped
 
     def __iter__(self) -> DataIterator:
         return self
@@ -173,6 +210,8 @@ class DataIterator(grain.DatasetIterator):
         if self._iterator is None:
             self._iterator = iter(pipeline.dataset(self._step))
         batch = next(self._iterator)
+        if SKIPPED_KEY in batch:
+            self._skipped += int(np.sum(batch[SKIPPED_KEY]))
         if pipeline.batch_transform is not None:
             rng = np.random.default_rng(
                 np.random.SeedSequence([pipeline.seed, self._step, pipeline.process_index, 0xBA7C])
@@ -228,6 +267,8 @@ def make_pipeline(
     process_count: int | None = None,
     num_threads: int = 2,
     prefetch_buffer_size: int | None = None,
+    worker_count: int = 0,
+    worker_buffer_size: int = 1,
 ) -> Pipeline:
     """Build a deterministic host-sharded pipeline over `source`.
 
@@ -247,6 +288,9 @@ def make_pipeline(
       process_index, process_count: host identity (default jax's; injectable for tests).
       num_threads, prefetch_buffer_size: grain read threads and elements read ahead (default two
         host batches; num_threads=0 reads synchronously). The output order never depends on them.
+      worker_count, worker_buffer_size: grain worker processes that build whole host batches (0: none) and
+        the batches each reads ahead. Use them when examples are expensive (video decoding); the output does
+        not depend on them.
     """
     if shard_by_process:
         if process_index is None or process_count is None:
@@ -267,6 +311,10 @@ def make_pipeline(
     shuffle = train if shuffle is None else shuffle
     if num_epochs is None and not train:
         num_epochs = 1
+    if worker_count < 0 or worker_buffer_size <= 0:
+        raise ValueError(
+            f"worker_count must be >= 0 and worker_buffer_size > 0, got {worker_count}, {worker_buffer_size}"
+        )
     if num_epochs is not None and num_epochs <= 0:
         raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
 
@@ -303,6 +351,8 @@ def make_pipeline(
         prefetch_buffer_size=2 * (batch_size // process_count)
         if prefetch_buffer_size is None
         else prefetch_buffer_size,
+        worker_count=int(worker_count),
+        worker_buffer_size=int(worker_buffer_size),
     )
 
 

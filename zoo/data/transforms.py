@@ -4,8 +4,8 @@ A transform is any callable `transform(example: dict, rng: np.random.Generator) 
 pipeline gives each example its own generator from `example_rng(seed, epoch, index)`, so the
 augmentation of example `index` in `epoch` is the same whatever the host count, thread count or
 resume point. Image transforms read and write `example[key]` (uint8 HWC before `Normalize`,
-float32 HWC after). A video transform would take the same signature and apply one draw of the
-rng to every frame of `example["video"]`.
+float32 HWC after). Video transforms (`zoo.data.video_transforms`) take the same signature and
+apply one draw of the rng to every frame of `example["video"]`.
 """
 
 from __future__ import annotations
@@ -231,11 +231,12 @@ class Normalize:
 
 
 class RandomErasing:
-    """timm RandomErasing on a normalised float32 HWC image.
+    """timm RandomErasing on a normalised float32 HWC image (or a clip: any leading axes, e.g. THWC).
 
     With probability `prob`, erase `count` (1 by default) boxes of area fraction in
     [min_area, max_area] and log-uniform aspect in [min_aspect, 1/min_aspect]. mode "pixel" fills
-    with per-pixel normal noise, "rand" with per-channel noise, "const" with zeros.
+    with per-pixel normal noise, "rand" with per-channel noise, "const" with zeros. On a clip the
+    same boxes and the same fill go to every frame (as the official ILA video pipeline erases).
     """
 
     def __init__(
@@ -266,7 +267,7 @@ class RandomErasing:
         if rng.random() > self.prob:
             return example
         image = np.array(example[self.key], dtype=np.float32, copy=True)
-        height, width, channels = image.shape
+        height, width, channels = image.shape[-3:]
         area = height * width
         count = (
             self.min_count
@@ -288,7 +289,7 @@ class RandomErasing:
                         fill = rng.standard_normal((1, 1, channels), dtype=np.float32)
                     else:
                         fill = np.zeros((1, 1, channels), np.float32)
-                    image[top : top + box_height, left : left + box_width] = fill
+                    image[..., top : top + box_height, left : left + box_width, :] = fill
                     break
         return {**example, self.key: image}
 
