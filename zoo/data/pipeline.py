@@ -156,13 +156,19 @@ class Pipeline:
             )
         else:
             read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-        batches = elements.to_iter_dataset(read_options).batch(self.per_host_batch_size, drop_remainder=True)
-        if self.worker_count > 0:
-            options = grain.MultiprocessingOptions(
-                num_workers=self.worker_count, per_worker_buffer_size=self.worker_buffer_size
-            )
-            batches = batches.mp_prefetch(options)
-        return batches
+        if self.worker_count == 0:
+            return elements.to_iter_dataset(read_options).batch(self.per_host_batch_size, drop_remainder=True)
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags; a library caller parses none
+            flags.FLAGS.mark_as_parsed()
+        # Batch before the workers: mp_prefetch deals out elements of the dataset it wraps, so each worker builds
+        # whole batches (batch i from worker i % worker_count) and the batches equal the in-process ones.
+        batches = elements.batch(self.per_host_batch_size, drop_remainder=True).to_iter_dataset(read_options)
+        options = grain.MultiprocessingOptions(
+            num_workers=self.worker_count, per_worker_buffer_size=self.worker_buffer_size
+        )
+        return batches.mp_prefetch(options)
 
     def state_signature(self) -> dict[str, Any]:
         """What a saved iterator state must agree with to be restored here."""
