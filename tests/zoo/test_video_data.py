@@ -262,3 +262,63 @@ def test_video_direction_speed_real_clips():
         for k in range(3)
     ]
     assert motion[0] < motion[1] < motion[2]
+
+
+_TFDS_VIDEO_SCRIPT = r"""
+import sys, json
+import numpy as np
+import tensorflow_datasets as tfds
+
+class ZooTinyClips(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "video": tfds.features.Tensor(shape=(12, 4, 4, 3), dtype=np.uint8),
+            "label": tfds.features.ClassLabel(names=["a", "b"]),
+        }))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(4):
+            yield i, {"video": np.arange(12, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3),
+                      "label": i % 2}
+
+data_dir = sys.argv[1]
+ZooTinyClips(data_dir=data_dir, file_format="array_record").download_and_prepare()
+import zoo.data as zd
+source = zd.get_source("tfdsvideo:zoo_tiny_clips", split="train", data_dir=data_dir, num_frames=4, train=False)
+example = source[1]
+out = {"len": len(source), "frames": example["video"][:, 0, 0, 0].tolist(), "label": int(example["label"]),
+       "classes": source.class_names, "tf": "tensorflow" in sys.modules}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_tfds_video_source_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "make_tfds_video.py"
+    script.write_text(_TFDS_VIDEO_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "JAX_PLATFORMS": "cpu"}
+    completed = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "tfds")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    out = json.loads(line.removeprefix("RESULT"))
+    assert out == {
+        "len": 4,
+        "frames": zd.segment_indices(12, 4).tolist(),
+        "label": 1,
+        "classes": ["a", "b"],
+        "tf": False,
+    }
