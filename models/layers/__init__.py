@@ -14,6 +14,7 @@ from models.layers.drop import Dropout, DropPath, dropout_stream
 from models.layers.mlp import Mlp
 from models.layers.norm import LayerNorm, LayerScale, layer_norm, layer_norm_fn
 from models.layers.patch_embed import PatchEmbed, to_pair
+from models.layers.resize import bicubic_matrix, resize_bicubic_torch, resize_hw
 from models.layers.sharding import (
     SPEC_COLUMN_PARALLEL,
     SPEC_ROW_PARALLEL,
@@ -34,6 +35,7 @@ __all__ = [
     "LayerScale",
     "Mlp",
     "PatchEmbed",
+    "bicubic_matrix",
     "check_image_input",
     "chunked_attention",
     "dropout_stream",
@@ -43,6 +45,8 @@ __all__ = [
     "layer_norm_fn",
     "partitioned",
     "quick_gelu",
+    "resize_bicubic_torch",
+    "resize_hw",
     "sharding_scope",
     "to_pair",
     "trunc_normal_002",

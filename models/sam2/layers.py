@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from models.layers.resize import resize_hw  # noqa: F401  (shared; imported from here by the SAM2 modules)
+
 Dtype = jnp.dtype | type | None
 
 #: nnx.Linear's default kernel init, given to the library layers (whose default is timm's trunc normal .02) so fresh
@@ -179,13 +181,3 @@ def bilinear_matrix(in_size: int, out_size: int, antialias: bool = False) -> np.
             matrix[out_index, hi] += frac
     matrix.setflags(write=False)
     return matrix
-
-
-def resize_hw(x: jax.Array, size: tuple[int, int], matrix_fn, *, axes: tuple[int, int]) -> jax.Array:
-    """Resize axes `axes` (height, width) of `x` to `size` with separable matrices from `matrix_fn(in, out)`."""
-    h_axis, w_axis = axes
-    rows = jnp.asarray(matrix_fn(x.shape[h_axis], size[0]), jnp.float32)
-    cols = jnp.asarray(matrix_fn(x.shape[w_axis], size[1]), jnp.float32)
-    x32 = jnp.moveaxis(x.astype(jnp.float32), (h_axis, w_axis), (-2, -1))
-    out = jnp.einsum("oh,...hw,pw->...op", rows, x32, cols, precision=jax.lax.Precision.HIGHEST)
-    return jnp.moveaxis(out, (-2, -1), (h_axis, w_axis)).astype(x.dtype)

@@ -1,11 +1,9 @@
 """timm ViT checkpoints -> NNX, and torch-exact bicubic resampling of position embeddings.
 
 timm's `resample_abs_pos_embed` runs `F.interpolate(mode="bicubic", align_corners=False, antialias=True)`; open_clip
-and Hugging Face CLIP use `antialias=False`. Both kernels differ from `jax.image.resize("cubic")` (Keys a=-0.5 with
-edge handling of its own), so they are re-implemented here in numpy and applied once, at conversion time:
-- antialias=False: cubic convolution with A = -0.75, source index scale * (i + 0.5) - 0.5, taps clamped to the border;
-- antialias=True: PIL-style separable filter (cubic a = -0.5, support 2 * max(scale, 1)), taps inside the image only,
-  weights renormalised.
+and Hugging Face CLIP use `antialias=False`. Both kernels differ from `jax.image.resize("cubic")`; the torch-exact
+matrices live in `models.layers.resize` (`bicubic_matrix`, `resize_bicubic_torch`, re-exported here) and are applied
+once, at conversion time.
 """
 
 from __future__ import annotations
@@ -16,56 +14,8 @@ import warnings
 import numpy as np
 from flax import nnx
 
+from models.layers.resize import bicubic_matrix, resize_bicubic_torch  # noqa: F401  (bicubic_matrix re-exported)
 from zoo.convert import Rule, conv2d, convert_with_rules, extract_state_dict, flat_paths, identity, linear
-
-
-def _cubic_a075(t: np.ndarray) -> np.ndarray:
-    a = -0.75
-    t = np.abs(t)
-    near = ((a + 2) * t - (a + 3)) * t * t + 1
-    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
-
-
-def _cubic_aa(t: np.ndarray) -> np.ndarray:
-    a = -0.5
-    t = np.abs(t)
-    near = ((a + 2) * t - (a + 3)) * t * t + 1
-    far = (((t - 5) * t + 8) * t - 4) * a
-    return np.where(t < 1, near, np.where(t < 2, far, 0.0))
-
-
-def bicubic_matrix(in_size: int, out_size: int, *, antialias: bool) -> np.ndarray:
-    """[out_size, in_size] weights of torch's 1-D bicubic resampling (align_corners=False)."""
-    weights = np.zeros((out_size, in_size), np.float64)
-    scale = in_size / out_size
-    if not antialias:
-        for i in range(out_size):
-            source = scale * (i + 0.5) - 0.5
-            base = math.floor(source)
-            frac = source - base
-            for tap in range(-1, 3):
-                index = min(max(base + tap, 0), in_size - 1)
-                weights[i, index] += _cubic_a075(np.float64(tap - frac))
-        return weights
-    support = 2.0 * scale if scale >= 1.0 else 2.0
-    inv_scale = 1.0 / scale if scale >= 1.0 else 1.0
-    for i in range(out_size):
-        center = scale * (i + 0.5)
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), in_size)
-        taps = np.arange(lo, hi)
-        w = _cubic_aa((taps - center + 0.5) * inv_scale)
-        weights[i, lo:hi] = w / w.sum()
-    return weights
-
-
-def resize_bicubic_torch(grid: np.ndarray, new_size: tuple[int, int], *, antialias: bool) -> np.ndarray:
-    """Resize [height, width, channels] like torch `F.interpolate(mode="bicubic", align_corners=False)`."""
-    rows = bicubic_matrix(grid.shape[0], new_size[0], antialias=antialias)
-    cols = bicubic_matrix(grid.shape[1], new_size[1], antialias=antialias)
-    out = np.einsum("ih,hwc->iwc", rows, grid.astype(np.float64))
-    return np.einsum("jw,iwc->ijc", cols, out)
 
 
 def resample_abs_pos_embed(

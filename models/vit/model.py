@@ -39,21 +39,22 @@ class Block(nnx.Module):
     def __init__(
         self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
         init_values: float | None = None, proj_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-        norm_eps: float = 1e-6, attention_impl: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs,
+        norm_eps: float = 1e-6, attention_impl: str = "auto", kernel_init: Any = trunc_normal_002, dtype: Any = None,
+        param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
     ):
         common = {"dtype": dtype, "param_dtype": param_dtype}
         self.norm1 = layer_norm(dim, eps=norm_eps, rngs=rngs, **common)
-        # timm's ViT init: trunc normal .02 for every Linear (qkv/proj, fc1/fc2), zero biases.
+        # timm's ViT init: trunc normal .02 for every Linear (qkv/proj, fc1/fc2), zero biases; `kernel_init` replaces
+        # it for fresh weights of models initialised otherwise (MAE / MaskAlign: xavier uniform).
         self.attn = Attention(
-            dim, num_heads, qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, kernel_init=trunc_normal_002,
+            dim, num_heads, qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, kernel_init=kernel_init,
             attention_impl=attention_impl, rngs=rngs, **common,
         )
         self.ls1 = LayerScale(dim, init_values, param_dtype=param_dtype) if init_values else None
         self.norm2 = layer_norm(dim, eps=norm_eps, rngs=rngs, **common)
         self.mlp = Mlp(
-            dim, int(dim * mlp_ratio), act="gelu", drop_rate=proj_drop_rate, fc1_init=trunc_normal_002,
-            fc2_init=trunc_normal_002, rngs=rngs, **common,
+            dim, int(dim * mlp_ratio), act="gelu", drop_rate=proj_drop_rate, fc1_init=kernel_init,
+            fc2_init=kernel_init, rngs=rngs, **common,
         )
         self.ls2 = LayerScale(dim, init_values, param_dtype=param_dtype) if init_values else None
         self.drop_path = DropPath(drop_path_rate, rngs=rngs)
