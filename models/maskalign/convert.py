@@ -13,7 +13,8 @@ HF CLIP vision names map onto the zoo's CLIP image tower (`teacher.tower.*`): `e
 bicubic, no antialias, when the grid differs: CLIP-L/14 run at 196), `pre_layrnorm` -> `ln_pre`,
 `encoder.layers.N.{self_attn.q/k/v_proj}` -> the fused `transformer.resblocks.N.attn.qkv` ([q; k; v] on the output
 axis), `self_attn.out_proj` -> `attn.proj`, `layer_norm1/2` -> `ln_1/2`, `mlp.fc1/fc2`, `post_layernorm` -> `ln_post`;
-`position_ids` (a buffer of older transformers) is ignored. HF ViT names map onto `models.vit` (`teacher.vit.*`).
+`position_ids` (a buffer of older transformers) is ignored. HF ViT names (4.x `encoder.layer.N.attention.attention.query`, 5.x
+`layers.N.attention.q_proj`) map onto `models.vit` (`teacher.vit.*`).
 
 Every unmapped, missing or mis-shaped key is reported at once (`zoo.convert.ConversionError`).
 """
@@ -144,15 +145,20 @@ def hf_clip_vision_rules(target: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-_HF_VIT_LINEARS = {"attention.attention.qkv": "attn.qkv", "attention.output.dense": "attn.proj",
-                   "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
+# transformers 4.x (`encoder.layer.N.attention.attention.query`, ...) and 5.x (`layers.N.attention.q_proj`, ...).
+_HF_VIT_LAYOUTS = (
+    (r"encoder\.layer\.(\d+)", {"attention.attention.qkv": "attn.qkv", "attention.output.dense": "attn.proj",
+                                "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}),
+    (r"layers\.(\d+)", {"attention.qkv_proj": "attn.qkv", "attention.o_proj": "attn.proj", "mlp.fc1": "mlp.fc1",
+                        "mlp.fc2": "mlp.fc2"}),
+)
 _HF_VIT_NORMS = {"layernorm_before": "norm1", "layernorm_after": "norm2"}
 
 
 def hf_vit_rules(target: str) -> tuple[Rule, ...]:
-    """Rules of HF `ViTModel` names (DINO; query/key/value fused into `attention.attention.qkv` by `fuse_hf_qkv`)
-    -> a timm-layout `VisionTransformer` at `target`; the pooler is not part of it (ignored by the caller)."""
-    layer, dest = r"encoder\.layer\.(\d+)", target + r"blocks.\1"
+    """Rules of HF `ViTModel` names (DINO; transformers 4.x or 5.x layout, q/k/v fused by `fuse_hf_qkv`) -> a
+    timm-layout `VisionTransformer` at `target`; the pooler is not part of it (ignored by the caller)."""
+    dest = target + r"blocks.\1"
     rules = [
         Rule(r"embeddings\.patch_embeddings\.projection\.weight", target + "patch_embed.proj.kernel", conv2d),
         Rule(r"embeddings\.patch_embeddings\.projection\.bias", target + "patch_embed.proj.bias"),
@@ -161,13 +167,14 @@ def hf_vit_rules(target: str) -> tuple[Rule, ...]:
         Rule(r"layernorm\.weight", target + "norm.scale"),
         Rule(r"layernorm\.bias", target + "norm.bias"),
     ]
-    for hf, ours in _HF_VIT_LINEARS.items():
-        escaped = hf.replace(".", r"\.")
-        rules.append(Rule(rf"{layer}\.{escaped}\.weight", f"{dest}.{ours}.kernel", linear))
-        rules.append(Rule(rf"{layer}\.{escaped}\.bias", f"{dest}.{ours}.bias"))
-    for hf, ours in _HF_VIT_NORMS.items():
-        rules.append(Rule(rf"{layer}\.{hf}\.weight", f"{dest}.{ours}.scale"))
-        rules.append(Rule(rf"{layer}\.{hf}\.bias", f"{dest}.{ours}.bias"))
+    for layer, linears in _HF_VIT_LAYOUTS:
+        for hf, ours in linears.items():
+            escaped = hf.replace(".", r"\.")
+            rules.append(Rule(rf"{layer}\.{escaped}\.weight", f"{dest}.{ours}.kernel", linear))
+            rules.append(Rule(rf"{layer}\.{escaped}\.bias", f"{dest}.{ours}.bias"))
+        for hf, ours in _HF_VIT_NORMS.items():
+            rules.append(Rule(rf"{layer}\.{hf}\.weight", f"{dest}.{ours}.scale"))
+            rules.append(Rule(rf"{layer}\.{hf}\.bias", f"{dest}.{ours}.bias"))
     return tuple(rules)
 
 
@@ -175,6 +182,7 @@ _QKV_NAMES = (
     # (separate q/k/v key pattern with {} for the projection name, projection names, fused name)
     ("{base}self_attn.{name}_proj.{kind}", ("q", "k", "v"), "{base}self_attn.qkv_proj.{kind}"),
     ("{base}attention.attention.{name}.{kind}", ("query", "key", "value"), "{base}attention.attention.qkv.{kind}"),
+    ("{base}attention.{name}_proj.{kind}", ("q", "k", "v"), "{base}attention.qkv_proj.{kind}"),
 )
 
 
