@@ -112,7 +112,8 @@ def _build_ft(rngs: nnx.Rngs, defaults: dict[str, Any], overrides: dict[str, Any
     return VisionTransformer(rngs=rngs, **{**defaults, "global_pool": "avg", "num_classes": 1000, **overrides})
 
 
-@register_model(cfg=_cfg(None, "fine-tuning ViT-B/16 (avg pool + fc_norm) loading a MaskAlign student",
+@register_model(cfg=_cfg(None, "fine-tuning ViT-B/16 (avg pool + fc_norm) loading a MaskAlign student; no official weights "
+                         "of the fine-tuned model were released",
                          num_classes=1000),
                 converter=convert_maskalign_to_vit)
 def maskalign_vit_base_patch16_ft(*, rngs: nnx.Rngs, **overrides: Any) -> VisionTransformer:
@@ -121,7 +122,8 @@ def maskalign_vit_base_patch16_ft(*, rngs: nnx.Rngs, **overrides: Any) -> Vision
     return _build_ft(rngs, _B16, overrides)
 
 
-@register_model(cfg=_cfg(None, "fine-tuning ViT-L/16 (avg pool + fc_norm) loading a MaskAlign student",
+@register_model(cfg=_cfg(None, "fine-tuning ViT-L/16 (avg pool + fc_norm) loading a MaskAlign student; no official weights "
+                         "of the fine-tuned model were released",
                          num_classes=1000),
                 converter=convert_maskalign_to_vit)
 def maskalign_vit_large_patch16_ft(*, rngs: nnx.Rngs, **overrides: Any) -> VisionTransformer:
