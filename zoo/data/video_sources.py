@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from zoo.data.pipeline import SKIPPED_KEY
+from zoo.data.sources import _check_index
 from zoo.data.video_io import VideoDecodeError, probe_video, read_frames
 from zoo.data.video_sampling import MULTI_CLIP_MODES, multi_clip_indices, segment_indices
 
@@ -44,13 +45,6 @@ TRAIN_SPLITS = ("train",)
 KINETICS_FILENAME = "{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 
 
-def _check_index(index: int, length: int) -> int:
-    index = int(index)
-    if index < 0:
-        index += length
-    if not 0 <= index < length:
-        raise IndexError(f"index {index} out of range for a source of length {length}")
-    return index
 
 
 class VideoClipSource:
