@@ -106,7 +106,15 @@ def _load_without_frozen(entry, path: str, meta: dict[str, Any], item: str, *, r
     run's `config.model.pretrained`, the rest from the checkpoint."""
     from zoo.train.optim import trainable_filter
 
-    source = ((meta.get("config") or {}).get("model") or {}).get("pretrained") or ""
+    config = meta.get("config") or {}
+    task = _task_rebuilding_frozen(config)
+    if task is not None:
+        # The run's task knows where its frozen part comes from (e.g. the MaskAlign teacher's own checkpoint).
+        from zoo.tasks.base import as_module
+
+        model = as_module(task.build_pretrained(task.pretrained_source(), rngs))
+        return _restore_trained(model, path, meta, item)
+    source = (config.get("model") or {}).get("pretrained") or ""
     if not source:
         raise ValueError(
             f"checkpoint {path} was written with checkpoint_frozen=False: its frozen parameters "
@@ -114,10 +122,38 @@ def _load_without_frozen(entry, path: str, meta: dict[str, Any], item: str, *, r
             "which is empty. Train with checkpoint_frozen=True to reload such a model."
         )
     model = load_pretrained(entry, source, rngs=rngs, overrides=overrides)
+    return _restore_trained(model, path, meta, item)
+
+
+def _restore_trained(model: nnx.Module, path: str, meta: dict[str, Any], item: str) -> nnx.Module:
+    """`model` with everything but its frozen params (meta "frozen" regexes) restored from the checkpoint at `path`."""
+    from zoo.train.optim import trainable_filter
+
     graphdef, trained, frozen = nnx.split(model, nnx.Not(nnx.All(nnx.Param, nnx.Not(trainable_filter(meta["frozen"])))),
                                           ...)
     trained = restore_model_state(path, trained, item=item)
     return nnx.merge(graphdef, trained, frozen)
+
+
+def _task_rebuilding_frozen(config: dict[str, Any]):
+    """The run's task (from its saved config) when that task overrides `pretrained_source` (its frozen part has its
+    own source) and names one; else None (the frozen params come from `config.model.pretrained`)."""
+    import ml_collections
+
+    from zoo.tasks import get_task
+    from zoo.tasks.base import Task
+
+    name = config.get("task")
+    if not name:
+        return None
+    try:
+        task_cls = get_task(name)
+    except KeyError:
+        return None
+    if task_cls.pretrained_source is Task.pretrained_source:
+        return None
+    task = task_cls(ml_collections.ConfigDict(config))
+    return task if task.pretrained_source() else None
 
 
 def load_pretrained(entry, path: str, *, rngs: nnx.Rngs, overrides: dict[str, Any]) -> nnx.Module:

@@ -354,3 +354,46 @@ def convert_maskalign_to_vit(checkpoint: Any, abstract_vit: nnx.Module, *, head_
         init = nnx.initializers.truncated_normal(stddev=2e-5)
         arrays["head.kernel"] = np.asarray(init(jax.random.key(head_seed), kernel.shape, kernel.dtype))
     return merge_into_model(abstract_vit, arrays)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Export: the trained part in the official key layout (what a fine-tune reads)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _to_torch_layout(path: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """One NNX entry -> (torch name, torch layout): `kernel` -> `weight` (Linear transposed, Conv HWIO -> OIHW),
+    `scale` -> `weight`, the rest unchanged (the inverse of the ViT / head rules)."""
+    head, _, leaf = path.rpartition(".")
+    if leaf == "kernel":
+        value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+        return f"{head}.weight", value
+    if leaf == "scale":
+        return f"{head}.weight", value
+    return path, value
+
+
+def export_official_state_dict(model: MaskAlign) -> dict[str, np.ndarray]:
+    """The trained part of `model` (student, `distill_heads`, `distill_weights`; not the frozen teacher) as an
+    official pre-training `model` state dict: timm student names, `distill_heads.N[.i]`, `distill_weights`.
+
+    `convert_maskalign_to_vit` (the fine-tuning ViTs' `pretrained=`) reads it as it reads an official `.pth`; written
+    with `np.savez` it is the `.npz` a MaskAlign run leaves in its workdir (`models.maskalign.tasks`).
+    """
+    flat = flat_paths(nnx.state(model, nnx.Not(nnx.RngState)))
+    index_of = {name: index for index, name in _HEAD_LAYERS[model.head_type].items()}
+    out: dict[str, np.ndarray] = {}
+    for path, value in flat.items():
+        value = np.asarray(jax.device_get(value))
+        if path.startswith("student."):
+            key, array = _to_torch_layout(path.removeprefix("student."), value)
+        elif path.startswith("distill_heads."):
+            _, number, layer, leaf = path.split(".")
+            inner = "" if model.head_type == "linear" else f"{index_of[layer]}."
+            key, array = _to_torch_layout(f"distill_heads.{number}.{inner}{leaf}", value)
+        elif path == "distill_weights":
+            key, array = path, value
+        else:
+            continue  # the teacher: reloaded from its own checkpoint
+        out[key] = np.ascontiguousarray(array)
+    return out

@@ -5,9 +5,9 @@ image. The student's block outputs are mixed by Dynamic Alignment (a learnable m
 head per teacher layer, and regressed onto the teacher's (whitened) features at the class token and the visible
 positions. There is no mask token, no decoder and no pixel target.
 
-`MaskAlign.__call__(images, mask_key=..., ids_keep=None)` is a pure function of the images and a PRNG key (jit it
-with `nnx.jit` or split the module); it returns a `MaskAlignOutput` with the scalar loss, the per-layer loss terms
-and the ids kept. Parameter paths: `student.*` (timm ViT names), `distill_heads.N.*`, `distill_weights` and the
+`MaskAlign.__call__(images, mask_key=None, ids_keep=None)` draws the mask from `mask_key`, or from the model's own
+"mask" stream when none is given (a fresh mask per call: the trainer's step), or takes it fixed (`ids_keep`); it
+returns a `MaskAlignOutput` with the scalar loss, the per-layer loss terms and the ids kept. Parameter paths: `student.*` (timm ViT names), `distill_heads.N.*`, `distill_weights` and the
 frozen `teacher.*`, whose parameters a task freezes (`optimizer.frozen = ("teacher\\..*",)`); the forward already
 stops their gradient.
 """
@@ -204,6 +204,10 @@ class MaskAlign(nnx.Module):
             self.distill_weights = nnx.Param(jnp.full((teacher_depth, depth), 1.0 / depth, param_dtype))
         else:
             self.distill_weights = None
+        # The masking's own random stream (last, so it leaves the parameter init above unchanged): drawn when the
+        # call passes no mask_key, so a training step draws a fresh mask inside the jitted step (the stream's count
+        # is model state, carried by the trainer like the drop-path streams).
+        self.mask_rngs = nnx.Rngs(mask=rngs.params())
 
     # --- layer-wise LR decay (fine-tuning recipes; pre-training uses none) ------------------------------------------
     def max_layer_id(self) -> int:
@@ -218,9 +222,10 @@ class MaskAlign(nnx.Module):
 
     # --- the pieces of the forward ----------------------------------------------------------------------------------
     def keep_ids(self, importance: jax.Array, mask_key: jax.Array | None) -> jax.Array:
-        """[B, K] visible patches from `mask_key` (attention masking draws with the teacher's `importance`)."""
+        """[B, K] visible patches from `mask_key` (attention masking draws with the teacher's `importance`); without
+        a key, from the model's own "mask" stream (a fresh draw per call)."""
         if mask_key is None:
-            raise ValueError("MaskAlign needs mask_key=jax.random.key(...) to draw the mask, or explicit ids_keep=...")
+            mask_key = self.mask_rngs.mask()
         if self.mask_type == "attention":
             return attention_keep_ids(mask_key, importance, self.num_keep)
         return random_keep_ids(mask_key, importance.shape[0], self.student.num_patches, self.num_keep)
@@ -246,13 +251,10 @@ class MaskAlign(nnx.Module):
                 loss = loss + weight * term
         return loss, jnp.stack(terms)
 
-    def __call__(self, images: jax.Array, *, mask_key: jax.Array | None = None, ids_keep: jax.Array | None = None,
-                 train: bool = False, rngs=None) -> MaskAlignOutput:
-        """The pre-training loss of an ImageNet-normalised NHWC batch.
-
-        `mask_key` draws the mask (`mask_type`); `ids_keep` [B, K] fixes it instead (parity tests, visualisation).
-        `train=True` turns on the student's drop path (random numbers from the model's "dropout" stream or `rngs`).
-        """
+    def forward(self, images: jax.Array, *, mask_key: jax.Array | None = None, ids_keep: jax.Array | None = None,
+                train: bool = False, rngs=None) -> tuple[list[jax.Array], list[jax.Array], jax.Array, jax.Array]:
+        """(predictions, targets, ids_keep, cls_attention): the pieces `__call__` reduces to the loss (one entry per
+        teacher layer, [B, 1 + K, C_teacher] each); a caller weighting examples (a masked eval) reduces them itself."""
         student = self.student
         check_image_input(images, img_size=student.img_size, in_chans=student.in_chans, model="MaskAlign")
         teacher_out = self.teacher(images)
@@ -265,5 +267,17 @@ class MaskAlign(nnx.Module):
         student_hidden = self.student(images, ids_keep, train=train, rngs=rngs)
         predictions = self.align(student_hidden)
         targets = teacher_targets(teacher_out.hidden_states, ids_keep, self.target_norm)
+        return predictions, targets, ids_keep, teacher_out.cls_attention
+
+    def __call__(self, images: jax.Array, *, mask_key: jax.Array | None = None, ids_keep: jax.Array | None = None,
+                 train: bool = False, rngs=None) -> MaskAlignOutput:
+        """The pre-training loss of an ImageNet-normalised NHWC batch.
+
+        `mask_key` draws the mask (`mask_type`; default: the model's "mask" stream, a new mask per call, as a training
+        step wants); `ids_keep` [B, K] fixes it instead (parity tests, visualisation).
+        `train=True` turns on the student's drop path (random numbers from the model's "dropout" stream or `rngs`).
+        """
+        predictions, targets, ids_keep, cls_attention = self.forward(images, mask_key=mask_key, ids_keep=ids_keep,
+                                                                     train=train, rngs=rngs)
         loss, terms = self.losses(predictions, targets)
-        return MaskAlignOutput(loss, terms, ids_keep, teacher_out.cls_attention)
+        return MaskAlignOutput(loss, terms, ids_keep, cls_attention)

@@ -296,11 +296,24 @@ def test_bad_options_are_clear_errors(overrides, match):
         nnx.eval_shape(lambda: _tiny(**overrides))
 
 
+def test_without_a_key_each_call_draws_a_new_mask_from_the_model_stream():
+    model = _tiny(mask_type="random")
+    images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+
+    @nnx.jit
+    def ids(m):
+        return m(images).ids_keep
+
+    first, second = ids(model), ids(model)  # the stream's count is model state: it advances through nnx.jit
+    assert first.shape == second.shape == (4, model.num_keep)
+    assert not np.array_equal(np.asarray(first), np.asarray(second))
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(model(images, mask_key=key).ids_keep, model(images, mask_key=key).ids_keep)
+
+
 def test_bad_inputs_are_clear_errors():
     model = nnx.eval_shape(lambda: _tiny())
     images = jnp.zeros((2, 32, 32, 3))
-    with pytest.raises(ValueError, match="mask_key"):
-        nnx.eval_shape(lambda m: m(images), model)
     with pytest.raises(ValueError, match="ids_keep"):
         nnx.eval_shape(lambda m: m(images, ids_keep=jnp.zeros((2, 5), jnp.int32)), model)
     with pytest.raises(ValueError, match="ids_keep"):

@@ -49,6 +49,30 @@ def stratified_split_indices(labels: np.ndarray, split: str, *, test_fraction: f
     return np.flatnonzero(is_test if split == "test" else ~is_test)
 
 
+def per_class_subset(labels: np.ndarray, per_class: int, *, seed: int) -> np.ndarray:
+    """Sorted positions of `per_class` examples of every class of `labels` (a fixed-seed draw): the labelled subset
+    of a few-shot fine-tune. A class with fewer examples is an error."""
+    labels = np.asarray(labels)
+    if per_class <= 0:
+        raise ValueError(f"labels_per_class must be positive, got {per_class}")
+    rng = np.random.default_rng(seed + 1)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < per_class:
+            raise ValueError(f"labels_per_class={per_class}, but class {label} has only {len(members)} examples here")
+        chosen.append(rng.permutation(members)[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
+def _split(labels: np.ndarray, split: str, *, test_fraction: float, seed: int,
+           labels_per_class: int | None) -> np.ndarray:
+    indices = stratified_split_indices(labels, split, test_fraction=test_fraction, seed=seed)
+    if labels_per_class:
+        indices = indices[per_class_subset(labels[indices], int(labels_per_class), seed=seed)]
+    return indices
+
+
 def _grey_to_rgb(images_nhw: np.ndarray, image_size: int | None) -> np.ndarray:
     """uint8 grey NHW -> uint8 RGB N,S,S,3 (bicubic upscaling with PIL)."""
     if image_size is not None and image_size != images_nhw.shape[1]:
@@ -61,7 +85,8 @@ def _grey_to_rgb(images_nhw: np.ndarray, image_size: int | None) -> np.ndarray:
 
 
 def sklearn_digits(
-    split: str = "train", *, image_size: int | None = 32, test_fraction: float = 0.2, seed: int = 0
+    split: str = "train", *, image_size: int | None = 32, test_fraction: float = 0.2, seed: int = 0,
+    labels_per_class: int | None = None,
 ) -> ArraySource:
     """scikit-learn's 1797 real 8x8 digits as {"image": uint8 (S,S,3), "label": int32}.
 
@@ -69,12 +94,13 @@ def sklearn_digits(
       split: "train", "test" or "all".
       image_size: output side (bicubic upscaling); None keeps 8x8.
       test_fraction, seed: the fixed stratified held-out split.
+      labels_per_class: keep only this many examples per class of the split (a fixed-seed draw; few-shot runs).
     """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     labels = digits.target.astype(np.int32)
-    indices = stratified_split_indices(labels, split, test_fraction=test_fraction, seed=seed)
+    indices = _split(labels, split, test_fraction=test_fraction, seed=seed, labels_per_class=labels_per_class)
     grey = np.clip(np.round(digits.images[indices] * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     return ArraySource({"image": _grey_to_rgb(grey, image_size), "label": labels[indices]}, DIGIT_CLASS_NAMES)
 
@@ -111,6 +137,7 @@ def opencv_digits(
     test_fraction: float = 0.2,
     seed: int = 0,
     path: str | os.PathLike | None = None,
+    labels_per_class: int | None = None,
 ) -> ArraySource:
     """opencv-doc's 5000 real 20x20 digits as {"image": uint8 (S,S,3), "label": int32}.
 
@@ -119,7 +146,8 @@ def opencv_digits(
       image_size: output side (bicubic upscaling); None keeps 20x20.
       test_fraction, seed: the fixed stratified held-out split.
       path: digits.png; default: $ZOO_OPENCV_DIGITS or the Debian opencv-doc location.
+      labels_per_class: keep only this many examples per class of the split (a fixed-seed draw; few-shot runs).
     """
     cells, labels = load_opencv_digits_grid(path if path is not None else find_opencv_digits())
-    indices = stratified_split_indices(labels, split, test_fraction=test_fraction, seed=seed)
+    indices = _split(labels, split, test_fraction=test_fraction, seed=seed, labels_per_class=labels_per_class)
     return ArraySource({"image": _grey_to_rgb(cells[indices], image_size), "label": labels[indices]}, DIGIT_CLASS_NAMES)

@@ -136,6 +136,13 @@ class Task:
 
         return zoo.create_model(name, pretrained=pretrained, rngs=rngs, **self.model_overrides())
 
+    def pretrained_source(self) -> str | None:
+        """What the trainer loads a run from instead of the seeded init (passed to `build_pretrained`): by default
+        `config.model.pretrained`; a task whose frozen part has its own checkpoint (the MaskAlign teacher) returns
+        that too. None or "" -> the seeded init."""
+        model = self.config.get("model", None)
+        return (model.get("pretrained", None) if model is not None else None) or None
+
     def model_name(self) -> str | None:
         """Registered name of the model (saved in checkpoint metadata so `create_model` can reload it)."""
         return None

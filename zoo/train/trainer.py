@@ -104,7 +104,7 @@ class Trainer:
             mask_frozen=False,
         )
         seed = int(config.seed)
-        pretrained = config.model.get("pretrained", None) if "model" in config else None
+        pretrained = self.task.pretrained_source()
         trainable = self.trainable
 
         def create():
@@ -319,6 +319,12 @@ class Trainer:
         if self.ema is None:
             return self.state[0]
         return _overlay(self.state[0], self.ema)
+
+    def eval_model(self) -> nnx.Module:
+        """The eval model state (`eval_model_state`) as a module, e.g. for a task hook that exports it."""
+        state = jax.tree.map(lambda x: x, self._template[0])
+        nnx.replace_by_pure_dict(state, self.eval_model_state())
+        return nnx.merge(self.model_graphdef, state)
 
     def evaluate(self) -> dict[str, float]:
         """Run the task's eval over its held-out batches; {} when the task has none."""
