@@ -7,7 +7,8 @@
 2. MaskAlign pre-training (configs/maskalign.py:digits) of a student of the same size on opencv-doc's 4000 training
    digits, without their labels, the teacher frozen;
 3. fine-tuning with 20 labels per class (200 images) from the MaskAlign student (configs/maskalign.py:digits_finetune)
-4. the same fine-tuning from random init (configs/maskalign.py:digits_scratch).
+4. the same fine-tuning from random init (configs/maskalign.py:digits_scratch);
+5. ablation: pre-training with random masking (configs/maskalign.py:digits_random_mask) and the same fine-tuning.
 
 Each step is skipped when its workdir already has a `summary.json` (the trainer also resumes interrupted steps).
 Writes `<runs>/maskalign_digits_results.json` and `.md` (recorded in benchmarks/results/maskalign_digits.md) (held-out top-1 of 2-4 and the teacher's, and the alignment
@@ -92,6 +93,17 @@ def run(runs: str, *, pretrain_steps: int | None = None) -> dict[str, Any]:
     ft_summary = _train(finetune, os.path.join(runs, "maskalign_digits_ft"))
     scratch_summary = _train(maskalign_configs.get_config("digits_scratch"), os.path.join(runs, "maskalign_digits_scratch"))
 
+    # Ablation: the same pre-training with random instead of attention-guided masking, and its fine-tune.
+    random_dir = os.path.join(runs, "maskalign_digits_random_mask")
+    random_pretrain = maskalign_configs.get_config("digits_random_mask")
+    random_pretrain.model.teacher = teacher_dir
+    if pretrain_steps:
+        random_pretrain.num_train_steps = pretrain_steps
+    _train(random_pretrain, random_dir)
+    random_ft = maskalign_configs.get_config("digits_finetune")
+    random_ft.model.pretrained = os.path.join(random_dir, "maskalign_pretrain.npz")
+    random_ft_summary = _train(random_ft, os.path.join(runs, "maskalign_digits_random_mask_ft"))
+
     # The alignment loss on held-out images (fixed masks) at the first eval and at the end, and the untrained model's.
     history = _eval_history(pretrain_dir, "eval/loss")
     results = {
@@ -101,6 +113,7 @@ def run(runs: str, *, pretrain_steps: int | None = None) -> dict[str, Any]:
         "pretrain_train_loss_first_last": _first_last(_eval_history(pretrain_dir, "train/loss")),
         "finetune_from_maskalign_top1": ft_summary.get("eval/top1"),
         "finetune_from_scratch_top1": scratch_summary.get("eval/top1"),
+        "finetune_from_random_mask_top1": random_ft_summary.get("eval/top1"),
         "pretrain_steps": pre_summary.get("step"),
         "pretrain_wall_s": pre_summary.get("wall_time_s"),
     }
@@ -112,6 +125,8 @@ def run(runs: str, *, pretrain_steps: int | None = None) -> dict[str, Any]:
         f"| teacher (ViT trained on scikit-learn digits) | {results['teacher_top1_opencv_test']:.4f} |",
         f"| fine-tune, 20 labels/class, from the MaskAlign student | {results['finetune_from_maskalign_top1']:.4f} |",
         f"| fine-tune, 20 labels/class, from random init | {results['finetune_from_scratch_top1']:.4f} |",
+        f"| fine-tune, 20 labels/class, from a MaskAlign student pre-trained with random masking | "
+        f"{results['finetune_from_random_mask_top1']:.4f} |",
         "",
         f"teacher top-1 on its own held-out scikit-learn digits: {results['teacher_top1_sklearn_test']:.4f}; "
         f"pre-training train loss {results['pretrain_train_loss_first_last'][0]:.4f} -> "
@@ -134,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="runs", help="directory of the four workdirs and the results")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="override the pre-training length")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("zoo").setLevel(logging.INFO)
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save / restore at INFO
     run(args.runs, pretrain_steps=args.pretrain_steps)
     return 0
 

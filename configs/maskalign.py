@@ -24,6 +24,7 @@ table; or step by step):
        python train.py --config configs/maskalign.py:digits_finetune --workdir runs/maskalign_digits_ft
   4. digits_scratch     the same fine-tuning from random init (the baseline):
        python train.py --config configs/maskalign.py:digits_scratch --workdir runs/maskalign_digits_scratch
+  digits_random_mask   step 2 with random instead of attention-guided masking (the ablation)
   digits_fast          step 2 for a few steps (smoke test / CI)
 Paths: --config.model.teacher=... (step 2), --config.model.pretrained=... (step 3).
 """
@@ -152,8 +153,10 @@ def _digits_finetune(config: ml_collections.ConfigDict, pretrained: str) -> None
 def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     """Config for the variant named by `arg` (see the module docstring)."""
     config = base_config()
-    if arg in ("digits", "digits_fast"):
+    if arg in ("digits", "digits_fast", "digits_random_mask"):
         _digits(config)
+        if arg == "digits_random_mask":
+            config.model.overrides.mask_type = "random"
         if arg == "digits_fast":
             config.batch_size = 32
             config.num_train_steps = 6
@@ -171,6 +174,6 @@ def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
     elif arg == "b16_in1k_finetune":
         _b16_in1k_finetune(config)
     else:
-        raise ValueError(f"unknown configs/maskalign.py variant {arg!r}; use digits, digits_fast, digits_finetune, "
-                         "digits_scratch, b16_in1k or b16_in1k_finetune")
+        raise ValueError(f"unknown configs/maskalign.py variant {arg!r}; use digits, digits_fast, digits_random_mask, "
+                         "digits_finetune, digits_scratch, b16_in1k or b16_in1k_finetune")
     return config

@@ -55,6 +55,21 @@ def test_sklearn_digits_real_split():
     assert len(native) == 1797 and native[0]["image"].shape == (8, 8, 3)
 
 
+def test_labels_per_class_is_a_fixed_subset_of_the_split():
+    train = zd.sklearn_digits("train", image_size=None)
+    few = zd.sklearn_digits("train", image_size=None, labels_per_class=7)
+    assert np.bincount(few.arrays["label"]).tolist() == [7] * 10
+    # Drawn from the train split (every few-shot image is a train image), and the same draw every time.
+    train_rows = {row.tobytes() for row in train.arrays["image"]}
+    assert all(row.tobytes() in train_rows for row in few.arrays["image"])
+    np.testing.assert_array_equal(zd.sklearn_digits("train", image_size=None, labels_per_class=7).arrays["image"],
+                                  few.arrays["image"])
+    with pytest.raises(ValueError, match="has only"):
+        zd.sklearn_digits("test", labels_per_class=100)
+    with pytest.raises(ValueError, match="positive"):
+        zd.sklearn_digits("train", labels_per_class=-1)
+
+
 def test_opencv_digits_grid_layout(tmp_path):
     # A synthetic digits.png with opencv's layout (50 x 100 cells, 5 rows per class): label = row // 5.
     rng = np.random.default_rng(0)
