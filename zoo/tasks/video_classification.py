@@ -1,0 +1,180 @@
+"""Video classification: any registered video model, `model(video_BTHWC, train=...)`, softmax cross-entropy (soft
+targets for clip mixup / cutmix / label smoothing) plus the auxiliary losses the model returns; top-1 / top-5 over the
+multi-view test protocol (the softmax of each view summed, as ILA / X-CLIP).
+
+The model returns logits [B, K], or an object with `.logits` and `.aux_losses` (a scalar, an array summed, or a dict
+name -> scalar, each logged as `aux/<name>`): ILA's per-layer cosine (mutual-information) losses. The training loss
+is CE + `model.aux_loss_weight` x sum(aux losses) (the official weight is 1).
+
+Eval: a batch's "video" is (B, T, H, W, C) for one view, or (B, V, T, H, W, C) for V = clips x crops views (a source
+with `num_clips` > 1 and/or `data.num_crops` = 3); each view is classified and the per-view softmaxes are summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from zoo import data as data_lib
+from zoo.data.video_transforms import ILA_SCALES
+from zoo.tasks import register_task
+from zoo.tasks.base import Task
+
+VIDEO_KEY = "video"
+
+
+def split_output(out: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(logits, {name: scalar aux loss}) of a video model's output (see the module docstring)."""
+    if isinstance(out, jax.Array) or hasattr(out, "ndim"):
+        return out, {}
+    if not hasattr(out, "logits"):
+        raise TypeError(f"a video model must return logits or an object with .logits (and .aux_losses); got "
+                        f"{type(out).__name__}")
+    aux = getattr(out, "aux_losses", None)
+    if aux is None:
+        losses: dict[str, jax.Array] = {}
+    elif isinstance(aux, Mapping):
+        losses = {str(k): jnp.sum(jnp.asarray(v, jnp.float32)) for k, v in aux.items()}
+    else:
+        aux = jnp.asarray(aux, jnp.float32)
+        losses = {"sum": jnp.sum(aux)} if aux.ndim == 0 else {str(i): v for i, v in enumerate(aux.reshape(-1))}
+    return out.logits, losses
+
+
+def summed_view_scores(logits: jax.Array, num_views: int) -> jax.Array:
+    """(B*V, K) logits, video-major (`zoo.data.flatten_views`'s layout) -> (B, K) sum of the views' softmaxes."""
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return probs.reshape(-1, num_views, probs.shape[-1]).sum(axis=1)
+
+
+@register_task("video_classification")
+class VideoClassificationTask(Task):
+    """A registered video classifier on a `zoo.data` video source (`videofolder:`, `videolist:`, `ssv2:`,
+    `tfdsvideo:`, `video_direction_speed`, ...).
+
+    Config: model.{name, overrides, pretrained, aux_loss_weight}; data.{train, eval (sources; their kwargs set
+    num_frames, num_clips, short_side), num_classes, image_size, scales, color_jitter, color_jitter_per_frame,
+    grayscale, reprob, remode, mean, std, interpolation, num_crops (eval: 1 centre crop or 3 crops), mixup, cutmix,
+    mixup_prob, switch_prob, label_smoothing, worker_count, eval_batch_size}.
+    """
+
+    config_keys: ClassVar[dict[str, Any]] = {
+        "model": {"aux_loss_weight": None},
+        "data": dict.fromkeys(
+            ("num_classes", "image_size", "scales", "color_jitter", "color_jitter_per_frame", "grayscale", "reprob",
+             "remode", "mean", "std", "interpolation", "num_crops", "mixup", "cutmix", "mixup_prob", "switch_prob",
+             "label_smoothing", "worker_count")
+        ),
+    }
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        self.data_config = config.data
+        self.num_classes = int(config.data.num_classes)
+        self.aux_loss_weight = float(config.model.get("aux_loss_weight", 1.0))
+
+    # ---- model ---------------------------------------------------------------------------------------------------
+    def model_name(self) -> str:
+        return self.config.model.name
+
+    def model_overrides(self) -> dict[str, Any]:
+        overrides = self.config.model.get("overrides", {}) or {}
+        overrides = overrides.to_dict() if isinstance(overrides, ml_collections.ConfigDict) else dict(overrides)
+        if self.config.get("dtype", "float32") != "float32":
+            overrides.setdefault("dtype", self.config.dtype)
+        return overrides
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+    def _transform(self, train: bool):
+        d = self.data_config
+        kwargs = {
+            "image_size": int(d.image_size),
+            "mean": tuple(d.get("mean", data_lib.IMAGENET_MEAN)),
+            "std": tuple(d.get("std", data_lib.IMAGENET_STD)),
+            "interpolation": d.get("interpolation", "bilinear"),
+        }
+        if not train:
+            return data_lib.make_video_transform(train=False, num_crops=int(d.get("num_crops", 1)), **kwargs)
+        return data_lib.make_video_transform(
+            train=True,
+            scales=tuple(d.get("scales", ILA_SCALES)),
+            color_jitter=float(d.get("color_jitter", 0.8)),
+            color_jitter_per_frame=bool(d.get("color_jitter_per_frame", False)),
+            grayscale=float(d.get("grayscale", 0.2)),
+            reprob=float(d.get("reprob", 0.25)),
+            remode=d.get("remode", "const"),
+            **kwargs,
+        )
+
+    def train_iterator(self, *, seed: int, process_index: int, process_count: int):
+        d = self.data_config
+        batch_transform = None
+        if d.get("mixup", 0.0) > 0 or d.get("cutmix", 0.0) > 0:
+            batch_transform = data_lib.Mixup(
+                self.num_classes,
+                mixup_alpha=d.get("mixup", 0.0),
+                cutmix_alpha=d.get("cutmix", 0.0),
+                prob=d.get("mixup_prob", 1.0),
+                switch_prob=d.get("switch_prob", 0.5),
+                label_smoothing=d.get("label_smoothing", 0.0),
+                image_key=VIDEO_KEY,
+            )
+        pipeline = data_lib.make_pipeline(
+            self.data_source("train"),
+            batch_size=int(self.config.batch_size),
+            train=True,
+            transform=self._transform(train=True),
+            seed=seed,
+            batch_transform=batch_transform,
+            process_index=process_index,
+            process_count=process_count,
+            worker_count=int(d.get("worker_count", 0)),
+        )
+        return iter(pipeline)
+
+    def eval_batches(self, *, process_index: int, process_count: int):
+        return self.eval_batches_of(self._transform(train=False), (VIDEO_KEY, "label"), valid_key="mask",
+                                    process_index=process_index, process_count=process_count)
+
+    # ---- computation ---------------------------------------------------------------------------------------------
+    def _targets(self, labels: jax.Array) -> jax.Array:
+        if labels.ndim == 2:  # already soft (mixup / cutmix)
+            return labels
+        onehot = jax.nn.one_hot(labels, self.num_classes)
+        smoothing = self.data_config.get("label_smoothing", 0.0)
+        return optax.smooth_labels(onehot, smoothing) if smoothing else onehot
+
+    def loss(self, model, batch):
+        logits, aux = split_output(model(batch[VIDEO_KEY], train=True))
+        logits = logits.astype(jnp.float32)
+        ce = optax.softmax_cross_entropy(logits, self._targets(batch["label"])).mean()
+        aux_total = sum(aux.values(), jnp.zeros((), jnp.float32))
+        metrics = {"ce": ce, **{f"aux/{k}": v for k, v in aux.items()}}
+        if batch["label"].ndim == 1:
+            metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return ce + self.aux_loss_weight * aux_total, metrics
+
+    def eval_sums(self, model, batch):
+        videos, labels, mask = batch[VIDEO_KEY], batch["label"], batch["mask"]
+        if videos.ndim == 6:  # (B, V, T, H, W, C): every view classified, the softmaxes summed
+            num_views = videos.shape[1]
+            videos = videos.reshape((-1, *videos.shape[2:]))
+        elif videos.ndim == 5:
+            num_views = 1
+        else:
+            raise ValueError(f"eval videos must be (B, T, H, W, C) or (B, views, T, H, W, C); got {videos.shape}")
+        logits, _ = split_output(model(videos, train=False))
+        scores = summed_view_scores(logits, num_views)  # (B, K)
+        top5 = jax.lax.top_k(scores, min(5, scores.shape[-1]))[1]
+        mean_prob = jnp.take_along_axis(scores / num_views, labels[:, None], axis=-1)[:, 0]
+        return {
+            "top1": jnp.sum((top5[:, 0] == labels) * mask),
+            "top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+            "loss": jnp.sum(-jnp.log(jnp.maximum(mean_prob, 1e-12)) * mask),  # NLL of the view-averaged softmax
+            "count": jnp.sum(mask),
+        }
