@@ -11,7 +11,7 @@ from models.ila.align import (
     jittered_alignment_mask,
     merge_pairs,
 )
-from models.ila.convert import convert_ila, ila_rules, load_clip_weights
+from models.ila.convert import convert_ila, ila_rules, load_clip_weights, read_official_checkpoint
 from models.ila.groups import (
     FROZEN_PATTERNS,
     TRAINABLE_PATTERNS,
@@ -20,6 +20,7 @@ from models.ila.groups import (
     param_group,
 )
 from models.ila.model import ILABlock, ILAVideoClassifier, ILAVideoOutput, ILAVisionTower
+from models.ila.variants import create_from_official
 
 __all__ = [
     "FROZEN_PATTERNS",
@@ -33,6 +34,7 @@ __all__ = [
     "alignment_mask",
     "convert_ila",
     "cosine_loss",
+    "create_from_official",
     "group_param_counts",
     "ila_rules",
     "jitter_delta",
@@ -41,4 +43,5 @@ __all__ = [
     "merge_pairs",
     "official_param_groups",
     "param_group",
+    "read_official_checkpoint",
 ]

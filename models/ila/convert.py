@@ -21,8 +21,10 @@ names and go through `models.clip.convert`'s rules; the ILA parts map as follows
 from __future__ import annotations
 
 import math
+import os
+import zipfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from flax import nnx
@@ -31,7 +33,10 @@ from models.clip.convert import CLIP_RULES, _block_rules
 from models.clip.convert import IGNORED as CLIP_IGNORED
 from models.vit.convert import resample_abs_pos_embed
 from zoo.convert import (
+    CheckpointReadError,
     Rule,
+    _TensorOnlyUnpickler,
+    _to_numpy_tree,
     conv1d,
     conv2d,
     extract_state_dict,
@@ -39,6 +44,7 @@ from zoo.convert import (
     linear,
     map_state_dict,
     merge_into_model,
+    read_checkpoint,
 )
 
 _BLOCK = r"visual\.transformer\.resblocks\.(\d+)"
@@ -50,8 +56,13 @@ def conv3d(x: np.ndarray) -> np.ndarray:
     return x.transpose(2, 3, 4, 1, 0)
 
 
+def _of_rank(transform, ndim: int):
+    """`transform` for tensors of rank `ndim`; others pass unchanged, so that the shape check reports them."""
+    return lambda x: transform(x) if x.ndim == ndim else x
+
+
 def _linear(src: str, dst: str) -> list[Rule]:
-    return [Rule(src + r"\.weight", dst + ".kernel", linear), Rule(src + r"\.bias", dst + ".bias")]
+    return [Rule(src + r"\.weight", dst + ".kernel", _of_rank(linear, 2)), Rule(src + r"\.bias", dst + ".bias")]
 
 
 def _norm(src: str, dst: str) -> list[Rule]:
@@ -62,8 +73,8 @@ def _batch_norm(src: str, dst: str) -> list[Rule]:
     return [*_norm(src, dst), Rule(src + r"\.running_mean", dst + ".mean"), Rule(src + r"\.running_var", dst + ".var")]
 
 
-def _conv(src: str, dst: str, transform=conv2d) -> list[Rule]:
-    return [Rule(src + r"\.weight", dst + ".kernel", transform), Rule(src + r"\.bias", dst + ".bias")]
+def _conv(src: str, dst: str, transform=conv2d, ndim: int = 4) -> list[Rule]:
+    return [Rule(src + r"\.weight", dst + ".kernel", _of_rank(transform, ndim)), Rule(src + r"\.bias", dst + ".bias")]
 
 
 def _conv_bn(conv_src: str, bn_src: str, dst: str) -> list[Rule]:
@@ -92,9 +103,9 @@ def _ila_rules(form: str) -> list[Rule]:
         *_batch_norm(src + r"\.prediction_block\.1", dst + ".prediction_block.conv1.bn"),
         *_conv(src + r"\.prediction_block\.4", dst + ".prediction_block.conv2.conv"),
         *_batch_norm(src + r"\.prediction_block\.5", dst + ".prediction_block.conv2.bn"),
-        *_conv(src + r"\.prediction_block\.10", dst + ".prediction_block.fc1", conv1d),
-        *_conv(src + r"\.prediction_block\.12", dst + ".prediction_block.fc2", conv1d),
-        *_conv(src + r"\.conv", dst + ".conv", conv3d),
+        *_conv(src + r"\.prediction_block\.10", dst + ".prediction_block.fc1", conv1d, 3),
+        *_conv(src + r"\.prediction_block\.12", dst + ".prediction_block.fc2", conv1d, 3),
+        *_conv(src + r"\.conv", dst + ".conv", conv3d, 5),
         *_linear(src + r"\.fc", dst + ".fc"),
     ]
 
@@ -109,7 +120,8 @@ def _head_rules() -> list[Rule]:
         *_linear(r"mit\.classify_head\.2", "mit.classify_head.fc"),
         Rule(r"prompts_generator\.alpha", "prompts_generator.alpha"),
         *_norm(r"prompts_generator\.norm", "prompts_generator.norm"),
-        Rule(prompt + r"\.cross_attn\.(q_proj|k_proj|v_proj)\.weight", prompt_dst + r".cross_attn.\2.kernel", linear),
+        Rule(prompt + r"\.cross_attn\.(q_proj|k_proj|v_proj)\.weight", prompt_dst + r".cross_attn.\2.kernel",
+             _of_rank(linear, 2)),
         *_linear(prompt + r"\.cross_attn\.proj", prompt_dst + ".cross_attn.proj"),
         *_norm(prompt + r"\.(norm1|norm3)", prompt_dst + r".\2"),
         *_linear(prompt + r"\.mlp\.0", prompt_dst + ".mlp.fc1"),
@@ -166,12 +178,10 @@ def load_clip_weights(model: nnx.Module, checkpoint: Any) -> nnx.Module:
     """
     state_dict = dict(extract_state_dict(checkpoint, prefix="module.")) if isinstance(checkpoint, Mapping) else checkpoint
     _maybe_resample_pos_embed(state_dict, model)
-    ignore = list(CLIP_IGNORED)
-    if getattr(model, "text", None) is None:
-        ignore += [r"transformer\..*", r"token_embedding\..*", r"positional_embedding", r"text_projection",
-                   r"ln_final\..*", r"logit_scale"]
+    if getattr(model, "text", None) is None:  # skip the text tower and logit_scale
+        state_dict = {k: v for k, v in state_dict.items() if k.startswith("visual.")}
     state = nnx.state(model, nnx.Param)
-    arrays = map_state_dict(state_dict, CLIP_RULES, state, ignore=ignore, allow_missing=ILA_ONLY,
+    arrays = map_state_dict(state_dict, CLIP_RULES, state, ignore=CLIP_IGNORED, allow_missing=ILA_ONLY,
                             source="CLIP checkpoint")
     flat = []
     for path, leaf in nnx.to_flat_state(state):
@@ -181,3 +191,42 @@ def load_clip_weights(model: nnx.Module, checkpoint: Any) -> nnx.Module:
         flat.append((path, leaf))
     nnx.update(model, nnx.from_flat_state(flat))
     return model
+
+
+class _PickledConfig(dict):
+    """Stands in for `yacs.config.CfgNode` while reading an official checkpoint: the training config that
+    `epoch_saving` pickles next to the weights. It rebuilds as a plain dict (its attributes are dropped), so no yacs
+    code runs and yacs need not be installed."""
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _ConfigUnpickler(_TensorOnlyUnpickler):
+    """zoo.convert's tensor-only unpickler that also rebuilds a yacs CfgNode as `_PickledConfig`."""
+
+    _ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
+        **_TensorOnlyUnpickler._ALLOWED, ("yacs.config", "CfgNode"): _PickledConfig,
+    }
+
+
+def read_official_checkpoint(path: str | os.PathLike) -> Any:
+    """Read an official ILA `.pth` (nested dicts of numpy arrays; `config` as a plain dict).
+
+    `utils/helper.py:epoch_saving` pickles the yacs `config` with the weights, which `torch.load(weights_only=True)`
+    (and so `zoo.convert.read_checkpoint`) refuses. Such files are read with zoo.convert's tensor-only unpickler,
+    extended by `yacs.config.CfgNode` (rebuilt as a dict): still no arbitrary object is unpickled, and neither torch
+    nor yacs is needed. Other files go through `zoo.convert.read_checkpoint`.
+    """
+    try:
+        return read_checkpoint(path)
+    except CheckpointReadError as err:
+        if "CfgNode" not in str(err):
+            raise
+    path = os.fspath(path)
+    with zipfile.ZipFile(path) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not pickles:
+            raise CheckpointReadError(f"{path}: a zip file without data.pkl is not a torch checkpoint")
+        prefix = pickles[0].rsplit("/", 1)[0] if "/" in pickles[0] else ""
+        return _to_numpy_tree(_ConfigUnpickler(archive.read(pickles[0]), archive, prefix).load())

@@ -340,14 +340,14 @@ class ILAVideoClassifier(nnx.Module):
 
     def __call__(self, video: jax.Array, *, text_tokens: jax.Array | None = None,
                  text_features: jax.Array | None = None, train: bool = False, epoch=None, rngs=None) -> ILAVideoOutput:
+        if self.head == "xclip" and (text_tokens is None) == (text_features is None):
+            raise ValueError("the X-CLIP (Kinetics) head needs the class texts: pass text_tokens=(K, context_length) "
+                             "CLIP token ids or text_features=model.encode_text(tokens) (K, embed_dim), one of them")
         cls, patches, outputs, losses = self.encode_video(video, train=train, epoch=epoch, rngs=rngs)
         if self.head == "linear":
             video_features = self.mit.features(cls)
             logits = self.mit.classify(video_features, train=train, rngs=rngs)
             return ILAVideoOutput(logits, losses, losses.sum(), video_features, outputs)
-        if (text_tokens is None) == (text_features is None):
-            raise ValueError("the X-CLIP (Kinetics) head needs the class texts: pass text_tokens=(K, context_length) "
-                             "CLIP token ids or text_features=model.encode_text(tokens) (K, embed_dim), one of them")
         if text_features is None:
             text_features = self.encode_text(text_tokens)
         video_features = self.mit.features(cls)

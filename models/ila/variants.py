@@ -15,21 +15,22 @@ and Something-Something v2 (linear head over 174 classes, full-conv interactive 
 | ila_vit_l14_336_ssv2_16f   | CLIP ViT-L/14  | 16 x 336     | linear| 70.2                    |
 
 The official weights are Google Drive files linked from the README (`pretrained_cfg(name).manual_url`; the files are
-called e.g. `k400_B_16_16_rel.pth`): download by hand, save as `<name>.pth`;
-`read_official_checkpoint` reads them (they pickle a yacs config) and `create_model(name, pretrained=file)` converts
-the state dict. Training starts from OpenAI CLIP: `models.ila.convert.load_clip_weights(model, clip_state_dict)`.
+called e.g. `k400_B_16_16_rel.pth`): download by hand, save as `<name>.pth`, and
+load with `create_from_official(name, path)` (the files pickle a yacs config, which `create_model(name,
+pretrained=file)` refuses; a re-saved `{'model': state_dict}` loads either way). Training starts from OpenAI CLIP: `models.ila.convert.load_clip_weights(model, clip_state_dict)`.
 Inputs are ImageNet-normalised (the official pipeline uses ImageNet's mean/std on 0-255, not CLIP's).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flax import nnx
 
-from models.ila.convert import convert_ila
+from models.ila.convert import convert_ila, read_official_checkpoint
 from models.ila.model import ILAVideoClassifier
-from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, register_model
+from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedCfg, get_model_entry, register_model
 
 _REPO = "https://github.com/Francis-Rings/ILA"
 _PAPER = "https://arxiv.org/abs/2304.10465"
@@ -83,3 +84,11 @@ _variant("ila_vit_b16_ssv2_8f", _B, 224, 16, 8, "ssv2", 65.0, "1Ei0fO-W8u4jBQO0q
 _variant("ila_vit_b16_ssv2_16f", _B, 224, 16, 16, "ssv2", 66.8, "1NYXsYSOjRuuOIXiCTaTE2gFUCi-1qC_5")
 _variant("ila_vit_l14_ssv2_8f", _L, 224, 14, 8, "ssv2", 67.8, "10xHxzyUH38bjkAAutlBvMkj0BxXaaobB")
 _variant("ila_vit_l14_336_ssv2_16f", _L, 336, 14, 16, "ssv2", 70.2, "1ZquukTAxosC2k1uquI9jnMsk4BA2N5w5")
+
+
+def create_from_official(name: str, path: str | os.PathLike, **overrides: Any) -> ILAVideoClassifier:
+    """Build variant `name` with the weights of an official ILA `.pth` (read with `read_official_checkpoint`, which
+    allows the pickled yacs config that `create_model(..., pretrained=file)` refuses)."""
+    builder = get_model_entry(name).builder
+    abstract = nnx.eval_shape(lambda: builder(rngs=nnx.Rngs(0), **overrides))
+    return convert_ila(read_official_checkpoint(path), abstract)
