@@ -248,9 +248,12 @@ def test_init_from_clip_weights():
 
 def test_fresh_model_starts_as_clip():
     """Zero-initialised skip FCs and last point layer: training starts as plain CLIP with the points at the centre."""
-    with sharding_scope():
-        block = ILABlock(16, 2, num_frames=3, grid_size=(4, 4), ila_hidden=8, attention_impl="xla",
-                         rngs=nnx.Rngs(0))
+    def build():
+        with sharding_scope():
+            return ILABlock(16, 2, num_frames=3, grid_size=(4, 4), ila_hidden=8, attention_impl="xla",
+                            rngs=nnx.Rngs(0))
+
+    block = nnx.jit(build)()  # one compile, not one per eager initialiser
     for linear in (block.temporal_skip_fc, block.temporal_skip_align_fc, block.message_attn.prediction_block.fc2):
         assert not np.any(np.asarray(linear.kernel[...])) and not np.any(np.asarray(linear.bias[...]))
     assert np.any(np.asarray(block.message_fc.kernel[...]))
