@@ -15,6 +15,7 @@ from models.ila.convert import convert_ila, ila_rules, load_clip_weights, read_o
 from models.ila.groups import (
     FROZEN_PATTERNS,
     TRAINABLE_PATTERNS,
+    frozen_patterns,
     group_param_counts,
     official_param_groups,
     param_group,
@@ -35,6 +36,7 @@ __all__ = [
     "convert_ila",
     "cosine_loss",
     "create_from_official",
+    "frozen_patterns",
     "group_param_counts",
     "ila_rules",
     "jitter_delta",

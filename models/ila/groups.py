@@ -21,25 +21,40 @@ TRAINABLE_PATTERNS: dict[str, str] = {
     "temporal": r".*temporal_.*",
     "mit": r".*mit.*",
 }
+# The X-CLIP prompt parameters: frozen officially, trainable with `train_prompts=True` (the official code's
+# commented-out `prompts_parameters` group: MIT's lr, TRAIN.WEIGHT_DECAY).
+PROMPT_PATTERN = r"prompts_.*"
 # Everything outside the three groups (for `optimizer.frozen`).
 FROZEN_PATTERNS: tuple[str, ...] = (r"(?!.*(message_|temporal_|mit)).*",)
 # The official defaults (`utils/config.py`): TRAIN.LR 8e-6, TRAIN.WEIGHT_DECAY 0.003.
 BASE_LR = 8e-6
 BASE_WEIGHT_DECAY = 0.003
 ADAMW = {"name": "adamw", "b1": 0.9, "b2": 0.98, "eps": 1e-8}
+MIT_LR = 4e-4
 
 
-def official_param_groups(base_lr: float = BASE_LR, weight_decay: float = BASE_WEIGHT_DECAY) -> tuple[dict, ...]:
+def frozen_patterns(train_prompts: bool = False) -> tuple[str, ...]:
+    """`optimizer.frozen`: everything but the official groups (and the prompts with `train_prompts`)."""
+    if not train_prompts:
+        return FROZEN_PATTERNS
+    return (r"(?!.*(message_|temporal_|mit)|prompts_).*",)
+
+
+def official_param_groups(base_lr: float = BASE_LR, weight_decay: float = BASE_WEIGHT_DECAY, *,
+                          train_prompts: bool = False) -> tuple[dict, ...]:
     """The three official AdamW groups as `optimizer.groups` entries: message_ (lr 5e-4, wd 1e-2), temporal_
-    (lr 10 x TRAIN.LR, wd 1e-3) and mit (lr 4e-4, wd TRAIN.WEIGHT_DECAY). The cosine schedule ends at the absolute
-    `min_lr` TRAIN.LR / 100 for every group. 1-D parameters, biases and positional embeddings get no weight decay
-    (the zoo optimizer's default no-decay rule)."""
+    (lr 10 x TRAIN.LR, wd 1e-3) and mit (lr 4e-4, wd TRAIN.WEIGHT_DECAY), plus a prompts group (mit's settings)
+    with `train_prompts`. The cosine schedule ends at the absolute `min_lr` TRAIN.LR / 100 for every group. 1-D
+    parameters, biases and positional embeddings get no weight decay (the zoo optimizer's default no-decay rule)."""
     min_lr = base_lr / 100
-    return (
+    groups = [
         {"pattern": TRAINABLE_PATTERNS["message"], "lr": 5e-4, "weight_decay": 1e-2, "min_lr": min_lr},
         {"pattern": TRAINABLE_PATTERNS["temporal"], "lr": 10 * base_lr, "weight_decay": 1e-3, "min_lr": min_lr},
-        {"pattern": TRAINABLE_PATTERNS["mit"], "lr": 4e-4, "weight_decay": weight_decay, "min_lr": min_lr},
-    )
+        {"pattern": TRAINABLE_PATTERNS["mit"], "lr": MIT_LR, "weight_decay": weight_decay, "min_lr": min_lr},
+    ]
+    if train_prompts:
+        groups.append({"pattern": PROMPT_PATTERN, "lr": MIT_LR, "weight_decay": weight_decay, "min_lr": min_lr})
+    return tuple(groups)
 
 
 def param_group(path: str) -> str:

@@ -317,6 +317,21 @@ class ILAVideoClassifier(nnx.Module):
                 shape[2] == c and shape[4] != c) else f" (build the model with img_size={shape[2]})"
             raise ValueError(f"ILA expects {want}; got shape {tuple(shape)}{hint}")
 
+    def max_layer_id(self) -> int:
+        """The layer id of everything after the towers' blocks (ln_post, proj, MIT, prompts, text projection)."""
+        return max(self.visual.depth, self.text.depth if self.text is not None else 0) + 1
+
+    def layer_id(self, path: str) -> int:
+        """Layer-wise LR decay id of the parameter at dotted `path`, as `models.clip.CLIP.layer_id`: 0 for a tower's
+        embeddings, i + 1 for `visual.transformer.resblocks.i` (its ILA parts included) or the text tower's block i,
+        `max_layer_id()` for the rest. (The official recipe uses no layer decay.)"""
+        tower_name, _, rest = path.partition(".")
+        tower = {"visual": self.visual, "text": self.text}.get(tower_name)
+        if tower is None:
+            return self.max_layer_id()
+        tower_id = tower.layer_id(rest)
+        return self.max_layer_id() if tower_id == tower.max_layer_id() else tower_id
+
     def delta(self, epoch: int | jax.Array | None) -> float | jax.Array:
         """The training-time mask jitter step at `epoch` (see `models.ila.align.jitter_delta`)."""
         return jitter_delta(epoch, delta=self.jitter_delta, decay_start=self.jitter_decay_start)

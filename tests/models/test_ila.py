@@ -24,6 +24,7 @@ from models.ila import (
     alignment_mask,
     convert_ila,
     create_from_official,
+    frozen_patterns,
     group_param_counts,
     jitter_delta,
     load_clip_weights,
@@ -195,6 +196,9 @@ def test_create_from_official_reads_the_file(tmp_path):
     np.savez(path, **{"module." + k: v for k, v in fixture.state.items()})
     model = create_from_official("ila_vit_b32_k400_8f", path, **fixture.kwargs())
     assert_close(fixture.call(model, False).logits, fixture.data["eval/logits"], "logits")
+    # A plain state-dict file also loads through the registry.
+    model = zoo.create_model("ila_vit_b32_k400_8f", pretrained=str(path), **fixture.kwargs())
+    np.testing.assert_array_equal(model.mit.positional_embedding[...], fixture.state["mit.positional_embedding"])
 
 
 def test_conversion_reports_every_problem_at_once():
@@ -328,6 +332,14 @@ def test_official_param_groups_select_the_trainable_parameters():
                  "visual.transformer.resblocks.1.temporal_skip_align_fc.kernel", "mit.positional_embedding",
                  "mit.resblocks.0.attn.qkv.kernel", "visual.transformer.resblocks.0.message_ln.scale"):
         assert part in trainable, part
+    # Training the prompts too (the official code's commented-out group).
+    with_prompts = [p for p in paths if not any(re.fullmatch(f, p) for f in frozen_patterns(train_prompts=True))]
+    assert sorted(set(with_prompts) - set(trainable)) == sorted(p for p in paths if p.startswith("prompts_"))
+    assert official_param_groups(train_prompts=True)[-1]["pattern"] == "prompts_.*"
+    # Layer ids (layer-wise LR decay): ILA parts share their CLIP block's id.
+    assert model.layer_id("visual.transformer.resblocks.1.message_attn.conv.kernel") == 2
+    assert model.layer_id("visual.patch_embed.proj.kernel") == 0 == model.layer_id("text.token_embedding.embedding")
+    assert model.layer_id("mit.positional_embedding") == model.max_layer_id() == 3
     # The zoo optimizer builds with these settings.
     import ml_collections
 
@@ -357,6 +369,15 @@ def test_training_step_under_jit_updates_batch_stats():
     assert any(not np.array_equal(before[k], after[k]) for k in before)
     flat = flat_paths(grads)
     assert float(np.abs(flat["visual.transformer.resblocks.0.message_attn.prediction_block.fc2.kernel"]).max()) > 0
+
+
+def test_bfloat16_compute():
+    fixture = Fixture("ssv2")
+    model = convert_ila(fixture.state, fixture.abstract(dtype=jnp.bfloat16))
+    out = fixture.call(model, False)
+    assert out.logits.dtype == jnp.bfloat16 and model.mit.positional_embedding[...].dtype == jnp.float32
+    reference = fixture.data["eval/logits"]
+    assert np.abs(np.asarray(out.logits, np.float32) - reference).max() < 0.1 * np.abs(reference).max()
 
 
 def test_paper_concat_fusion_option():
