@@ -22,6 +22,7 @@ or the embedded "video_direction_speed"; `make_video_transform` (the ILA clip re
 multi-view test protocol (zoo.data.video_io, video_sampling, video_transforms, video_sources, video_direction).
 """
 
+from zoo.data.colmap import ColmapFormatError, ColmapSource, Scene, SceneImage, colmap_source, load_scene
 from zoo.data.embedded import opencv_digits, sklearn_digits, stratified_split_indices
 from zoo.data.mixup import Mixup, mixup_cutmix, one_hot_smoothed
 from zoo.data.pipeline import INDEX_KEY, MASK_KEY, SKIPPED_KEY, DataIterator, Pipeline, make_pipeline, to_global_arrays
@@ -54,6 +55,8 @@ __all__ = [
     "MASK_KEY",
     "SKIPPED_KEY",
     "ArraySource",
+    "ColmapFormatError",
+    "ColmapSource",
     "Compose",
     "DataIterator",
     "DirectionSpeedSource",
@@ -66,6 +69,8 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "ResizeCenterCrop",
+    "Scene",
+    "SceneImage",
     "Source",
     "TfdsSource",
     "TfdsVideoSource",
@@ -73,12 +78,14 @@ __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "aggregate_view_scores",
+    "colmap_source",
     "decode_all_frames",
     "example_rng",
     "flatten_views",
     "get_source",
     "list_sources",
     "load_image_rgb",
+    "load_scene",
     "make_image_transform",
     "make_pipeline",
     "make_video_transform",
