@@ -125,8 +125,8 @@ def run(runs: str, *, pretrain_steps: int | None = None) -> dict[str, Any]:
         f"| teacher (ViT trained on scikit-learn digits) | {results['teacher_top1_opencv_test']:.4f} |",
         f"| fine-tune, 20 labels/class, from the MaskAlign student | {results['finetune_from_maskalign_top1']:.4f} |",
         f"| fine-tune, 20 labels/class, from random init | {results['finetune_from_scratch_top1']:.4f} |",
-        f"| fine-tune, 20 labels/class, from a MaskAlign student pre-trained with random masking | "
-        f"{results['finetune_from_random_mask_top1']:.4f} |",
+        ("| fine-tune, 20 labels/class, from a MaskAlign student pre-trained with random masking | "
+         f"{results['finetune_from_random_mask_top1']:.4f} |"),
         "",
         f"teacher top-1 on its own held-out scikit-learn digits: {results['teacher_top1_sklearn_test']:.4f}; "
         f"pre-training train loss {results['pretrain_train_loss_first_last'][0]:.4f} -> "

@@ -103,9 +103,8 @@ def restore_model_state(path: str, abstract_state: nnx.State, *, item: str = "mo
 def _load_without_frozen(entry, path: str, meta: dict[str, Any], item: str, *, rngs: nnx.Rngs,
                          overrides: dict[str, Any]) -> nnx.Module:
     """A checkpoint written with `checkpoint_frozen=False`: the frozen params (meta "frozen" regexes) come from the
-    run's `config.model.pretrained`, the rest from the checkpoint."""
-    from zoo.train.optim import trainable_filter
-
+    run's task (`Task.pretrained_source`, e.g. the MaskAlign teacher's checkpoint) or else its
+    `config.model.pretrained`; the rest from the checkpoint."""
     config = meta.get("config") or {}
     task = _task_rebuilding_frozen(config)
     if task is not None:

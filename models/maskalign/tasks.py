@@ -106,17 +106,6 @@ class MaskAlignTask(Task):
         self.data_config = config.data
 
     # ---- model ---------------------------------------------------------------------------------------------------
-    def model_name(self) -> str:
-        return self.config.model.name
-
-    def model_overrides(self) -> dict[str, Any]:
-        overrides = self.config.model.get("overrides", {}) or {}
-        # Plain (JSON-serialisable) values: they are saved in checkpoint metadata; nested ones are ConfigDicts here.
-        overrides = overrides.to_dict() if isinstance(overrides, ml_collections.ConfigDict) else dict(overrides)
-        if self.config.get("dtype", "float32") != "float32":
-            overrides.setdefault("dtype", self.config.dtype)
-        return overrides
-
     def pretrained_source(self) -> str | None:
         model = self.config.model
         return model.get("pretrained", "") or model.get("teacher", "") or None

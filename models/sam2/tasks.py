@@ -155,14 +155,9 @@ class PromptableSegmentationTask(Task):
         self.freeze_encoder = bool(config.model.get("freeze_image_encoder", False))
 
     # ---- model ---------------------------------------------------------------------------------------------------
-    def model_name(self) -> str:
-        return self.config.model.name
-
     def model_overrides(self) -> dict[str, Any]:
-        overrides = dict(self.config.model.get("overrides", {}) or {})
+        overrides = super().model_overrides()
         overrides.setdefault("image_size", self.image_size)
-        if self.config.get("dtype", "float32") != "float32":
-            overrides.setdefault("dtype", self.config.dtype)
         return overrides
 
     # ---- data ----------------------------------------------------------------------------------------------------

@@ -144,12 +144,21 @@ class Task:
         return (model.get("pretrained", None) if model is not None else None) or None
 
     def model_name(self) -> str | None:
-        """Registered name of the model (saved in checkpoint metadata so `create_model` can reload it)."""
-        return None
+        """Registered name of the model (saved in checkpoint metadata so `create_model` can reload it):
+        `config.model.name`, or None without one (a task that builds its model itself)."""
+        model = self.config.get("model", None)
+        return (model.get("name", None) if model is not None else None) or None
 
     def model_overrides(self) -> dict[str, Any]:
-        """Builder overrides of the model (saved in checkpoint metadata)."""
-        return {}
+        """Builder overrides of the model (saved in checkpoint metadata): `config.model.overrides` as plain values
+        (nested ConfigDicts become dicts, so the metadata is JSON), plus `dtype` when `config.dtype` is not float32
+        (bf16 compute, f32 params)."""
+        model = self.config.get("model", None)
+        overrides = (model.get("overrides", None) if model is not None else None) or {}
+        overrides = overrides.to_dict() if isinstance(overrides, ml_collections.ConfigDict) else dict(overrides)
+        if self.config.get("dtype", "float32") != "float32":
+            overrides.setdefault("dtype", self.config.dtype)
+        return overrides
 
     def abstract_model(self) -> nnx.Module:
         """The model built under `nnx.eval_shape` (no arrays allocated), cached: structure, paths, layer ids."""

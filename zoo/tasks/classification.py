@@ -14,6 +14,23 @@ from zoo.tasks import register_task
 from zoo.tasks.base import Task
 
 
+def mixup_from_config(data_config, num_classes: int, *, image_key: str = "image") -> data_lib.Mixup | None:
+    """`zoo.data.Mixup` from a config's data section (mixup, cutmix, mixup_prob, switch_prob, label_smoothing), or
+    None when both alphas are 0."""
+    d = data_config
+    if not (d.get("mixup", 0.0) > 0 or d.get("cutmix", 0.0) > 0):
+        return None
+    return data_lib.Mixup(
+        num_classes,
+        mixup_alpha=d.get("mixup", 0.0),
+        cutmix_alpha=d.get("cutmix", 0.0),
+        prob=d.get("mixup_prob", 1.0),
+        switch_prob=d.get("switch_prob", 0.5),
+        label_smoothing=d.get("label_smoothing", 0.0),
+        image_key=image_key,
+    )
+
+
 @register_task("classification")
 class ClassificationTask(Task):
     """A registered classifier (`config.model.name` + `config.model.overrides`) on a `zoo.data` source.
@@ -36,16 +53,6 @@ class ClassificationTask(Task):
         self.data_config = config.data
         self.num_classes = int(config.data.num_classes)
 
-    # ---- model ---------------------------------------------------------------------------------------------------
-    def model_name(self) -> str:
-        return self.config.model.name
-
-    def model_overrides(self) -> dict[str, Any]:
-        overrides = dict(self.config.model.get("overrides", {}) or {})
-        if self.config.get("dtype", "float32") != "float32":
-            overrides.setdefault("dtype", self.config.dtype)  # bf16 compute, f32 params
-        return overrides
-
     # ---- data ----------------------------------------------------------------------------------------------------
     def _transform(self, train: bool):
         d = self.data_config
@@ -64,24 +71,13 @@ class ClassificationTask(Task):
         )
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
-        d = self.data_config
-        batch_transform = None
-        if d.get("mixup", 0.0) > 0 or d.get("cutmix", 0.0) > 0:
-            batch_transform = data_lib.Mixup(
-                self.num_classes,
-                mixup_alpha=d.get("mixup", 0.0),
-                cutmix_alpha=d.get("cutmix", 0.0),
-                prob=d.get("mixup_prob", 1.0),
-                switch_prob=d.get("switch_prob", 0.5),
-                label_smoothing=d.get("label_smoothing", 0.0),
-            )
         pipeline = data_lib.make_pipeline(
             self.data_source("train"),
             batch_size=int(self.config.batch_size),
             train=True,
             transform=self._transform(train=True),
             seed=seed,
-            batch_transform=batch_transform,
+            batch_transform=mixup_from_config(self.data_config, self.num_classes),
             process_index=process_index,
             process_count=process_count,
         )

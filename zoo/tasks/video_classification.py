@@ -24,6 +24,7 @@ from zoo import data as data_lib
 from zoo.data.video_transforms import ILA_SCALES
 from zoo.tasks import register_task
 from zoo.tasks.base import Task
+from zoo.tasks.classification import mixup_from_config
 
 VIDEO_KEY = "video"
 
@@ -78,17 +79,6 @@ class VideoClassificationTask(Task):
         self.num_classes = int(config.data.num_classes)
         self.aux_loss_weight = float(config.model.get("aux_loss_weight", 1.0))
 
-    # ---- model ---------------------------------------------------------------------------------------------------
-    def model_name(self) -> str:
-        return self.config.model.name
-
-    def model_overrides(self) -> dict[str, Any]:
-        overrides = self.config.model.get("overrides", {}) or {}
-        overrides = overrides.to_dict() if isinstance(overrides, ml_collections.ConfigDict) else dict(overrides)
-        if self.config.get("dtype", "float32") != "float32":
-            overrides.setdefault("dtype", self.config.dtype)
-        return overrides
-
     # ---- data ----------------------------------------------------------------------------------------------------
     def _transform(self, train: bool):
         d = self.data_config
@@ -112,28 +102,16 @@ class VideoClassificationTask(Task):
         )
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
-        d = self.data_config
-        batch_transform = None
-        if d.get("mixup", 0.0) > 0 or d.get("cutmix", 0.0) > 0:
-            batch_transform = data_lib.Mixup(
-                self.num_classes,
-                mixup_alpha=d.get("mixup", 0.0),
-                cutmix_alpha=d.get("cutmix", 0.0),
-                prob=d.get("mixup_prob", 1.0),
-                switch_prob=d.get("switch_prob", 0.5),
-                label_smoothing=d.get("label_smoothing", 0.0),
-                image_key=VIDEO_KEY,
-            )
         pipeline = data_lib.make_pipeline(
             self.data_source("train"),
             batch_size=int(self.config.batch_size),
             train=True,
             transform=self._transform(train=True),
             seed=seed,
-            batch_transform=batch_transform,
+            batch_transform=mixup_from_config(self.data_config, self.num_classes, image_key=VIDEO_KEY),
             process_index=process_index,
             process_count=process_count,
-            worker_count=int(d.get("worker_count", 0)),
+            worker_count=int(self.data_config.get("worker_count", 0)),
         )
         return iter(pipeline)
 
