@@ -423,6 +423,22 @@ def test_corrupt_and_mismatched_image_files(tmp_path):
     np.testing.assert_array_equal(source[0]["image"].shape, (HEIGHT, WIDTH, 3))  # the others still read
 
 
+def test_inconsistent_model_and_bad_options(tmp_path):
+    cameras, images, points = write_scene(tmp_path)
+    with pytest.raises(ValueError, match="holdout must be >= 2"):
+        colmap.ColmapSource(tmp_path, holdout=1)
+    with pytest.raises(ValueError, match="downscale must be a positive integer"):
+        colmap.ColmapSource(tmp_path, downscale=1.5)
+    with pytest.raises(ValueError, match="unknown resample"):
+        colmap.ColmapSource(tmp_path, resample="nearest-ish")
+    del cameras[2]
+    colmap.write_model(tmp_path / "sparse/0", cameras, images, points)
+    with pytest.raises(
+        ValueError, match=r"images\.bin'?: image 'view_00\d\.png' refers to camera 2, which .*cameras\.bin"
+    ):
+        colmap.ColmapSource(tmp_path)
+
+
 def test_model_converter_cross_check(tmp_path):
     executable = shutil.which("colmap")
     if executable is None:

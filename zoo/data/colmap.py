@@ -21,8 +21,9 @@ beside `images/` (the 3DGS convention) is used when present; otherwise images ar
 bicubic by default (what 3DGS / GS-W's `PIL.Image.resize` does), `resample="box"` for an exact r x r area average.
 
 Splits: a Phototourism `.tsv` (columns `filename id split dataset`; any `*.tsv` in the scene folder, or `tsv=`)
-selects images by file name (rows with an empty `id` are dropped, as NeRF-W does); without one, the images sorted by
-name with index % 8 == 0 are "test" and the rest "train" (3DGS / Mip-NeRF `llffhold=8`); "all" is every image.
+selects images by file name (rows with an empty `id` are dropped, as NeRF-W does; registered images it does not list
+are only in "all"); without one, the images sorted by name with index % 8 == 0 are "test" and the rest "train"
+(3DGS / Mip-NeRF `llffhold=8`); "all" is every registered image.
 
 Images of one scene may differ in size (Phototourism does): the source returns one image per example, and batching
 several views (padding, bucketing, batch size 1 as in 3DGS) is up to the consumer.
@@ -285,9 +286,9 @@ def read_points3D_binary(path: str | os.PathLike) -> Points3D:
         records.append(record)
     reader.finish()
     table = np.array(records, dtype=np.float64).reshape(count, 9)
-    # ids and track lengths are integers that float64 may round: take them from the records directly.
+    # ids (uint64 in the file) and track lengths are integers that float64 may round: take them from the records.
     return Points3D(
-        ids=np.array([record[0] for record in records], dtype=np.int64),
+        ids=np.array([record[0] for record in records], dtype=np.uint64).astype(np.int64),
         xyz=table[:, 1:4],
         rgb=table[:, 4:7].astype(np.uint8),
         error=table[:, 7].copy(),
@@ -620,6 +621,7 @@ class SceneImage:
     K: np.ndarray  # float32 (3, 3)
     width: int
     height: int
+    camera_size: tuple[int, int]  # (width, height) of the camera in the model, before downscaling
 
     @property
     def center(self) -> np.ndarray:
@@ -795,6 +797,7 @@ def load_scene(
                 K=intrinsics_matrix(fx / downscale, fy / downscale, cx / downscale, cy / downscale),
                 width=camera.width // downscale,
                 height=camera.height // downscale,
+                camera_size=(camera.width, camera.height),
             )
         )
     if not views:
@@ -870,9 +873,8 @@ class ColmapSource:
             acceptable = all(abs(a - b) <= 1 for a, b in zip(size, target, strict=True))
             expected = f"{target[0]}x{target[1]} (+-1) for downscale {self.scene.downscale}"
         else:
-            scale = self.scene.downscale
-            acceptable = (size[0] // scale, size[1] // scale) == target and scale > 1
-            expected = f"{target[0] * scale}x{target[1] * scale} (the camera's size in the model)"
+            acceptable = size == view.camera_size
+            expected = f"{view.camera_size[0]}x{view.camera_size[1]} (its size in the model)"
         if not acceptable:
             raise ValueError(
                 f"image {str(view.path)!r} is {size[0]}x{size[1]} but camera {view.camera_id} expects {expected}; "
