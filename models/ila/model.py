@@ -353,6 +353,11 @@ class ILAVideoClassifier(nnx.Module):
         cls = cls.reshape(b, t, -1)
         return cls, tokens.reshape(b, t, *tokens.shape[1:])[:, :, 1:], outputs, losses
 
+    def forward_features(self, video: jax.Array, *, train: bool = False, epoch=None, rngs=None) -> jax.Array:
+        """Video features (B, E): the MIT output (before the SSv2 head; not L2-normalised), for feature extraction."""
+        cls, _, _, _ = self.encode_video(video, train=train, epoch=epoch, rngs=rngs)
+        return self.mit.features(cls)
+
     def __call__(self, video: jax.Array, *, text_tokens: jax.Array | None = None,
                  text_features: jax.Array | None = None, train: bool = False, epoch=None, rngs=None) -> ILAVideoOutput:
         if self.head == "xclip" and (text_tokens is None) == (text_features is None):
