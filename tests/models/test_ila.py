@@ -431,3 +431,29 @@ def test_registry_entries():
     assert abstract.mit.positional_embedding.shape == (1, 16, 512) and abstract.text is None
     assert abstract.mit.classify_head.fc.kernel.shape == (512, 174)
     assert abstract.visual.transformer.resblocks[0].message_attn.interactive_block.form == "full"
+
+
+@pytest.mark.parametrize("dataset", ["k400", "ssv2"])
+def test_full_size_official_keys_convert(dataset):
+    """Every key of the official full-size ILA-B/16 (8 frames) state dict (names and shapes from the official
+    `XCLIP` of branch master / SSV2, saved in the fixture) maps onto our model: shown at depth 1 (block 0 of each
+    tower, the rest is the same per block), with zero tensors of the official shapes."""
+    import ast
+    import re
+
+    from models.ila import ila_rules
+    from models.ila.convert import IGNORED
+    from zoo.convert import map_state_dict
+
+    with np.load(os.path.join(FIXTURES, "ila_official_b16_keys.npz"), allow_pickle=False) as data:
+        keys, shapes = data[f"{dataset}/keys"], data[f"{dataset}/shapes"]
+    assert len(keys) == (959 if dataset == "k400" else 697)
+    state_dict = {str(k): np.zeros(ast.literal_eval(str(s)), np.float32) for k, s in zip(keys, shapes)
+                  if not re.match(r"(visual\.)?transformer\.resblocks\.([1-9]|1[01])\.", str(k))}
+    name = "ila_vit_b16_k400_8f" if dataset == "k400" else "ila_vit_b16_ssv2_8f"
+    abstract = nnx.eval_shape(lambda: zoo.create_model(name, vision_layers=1, text_layers=1))
+    form = "separable" if dataset == "k400" else "full"
+    arrays = map_state_dict(state_dict, ila_rules(form), nnx.state(abstract, nnx.Not(nnx.RngState)), ignore=IGNORED)
+    batch_norms = 5 if dataset == "k400" else 4
+    assert len(arrays) == len(state_dict) - batch_norms  # all but num_batches_tracked
+    assert arrays["visual.transformer.resblocks.0.message_attn.prediction_block.fc1.kernel"].shape == (1, 64, 64)
