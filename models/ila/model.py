@@ -84,17 +84,31 @@ class ILABlock(ResidualAttentionBlock):
         return x, ila, loss
 
 
-class ILATransformer(nnx.Module):
-    """The stack of `ILABlock`s (`transformer.resblocks`)."""
+TEMPORAL = ("ila", "none")  # ILA blocks / plain CLIP blocks (the X-CLIP baseline: frames meet only in the head)
 
-    def __init__(self, width: int, layers: int, heads: int, *, drop_path_rate: float = 0.0, rngs: nnx.Rngs,
-                 **kwargs: Any):
+
+class ILATransformer(nnx.Module):
+    """The stack of `ILABlock`s (`transformer.resblocks`); with temporal="none" plain CLIP blocks (the baseline)."""
+
+    def __init__(self, width: int, layers: int, heads: int, *, drop_path_rate: float = 0.0, temporal: str = "ila",
+                 rngs: nnx.Rngs, **kwargs: Any):
+        if temporal not in TEMPORAL:
+            raise ValueError(f"temporal must be one of {TEMPORAL} (ILA blocks / plain CLIP blocks); got {temporal!r}")
+        self.temporal = temporal
         rates = [drop_path_rate * i / max(layers - 1, 1) for i in range(layers)]
-        self.resblocks = nnx.List([
-            ILABlock(width, heads, drop_path_rate=rates[i], rngs=rngs, **kwargs) for i in range(layers)
-        ])
+        if temporal == "ila":
+            blocks = [ILABlock(width, heads, drop_path_rate=rates[i], rngs=rngs, **kwargs) for i in range(layers)]
+        else:
+            plain = {k: kwargs[k] for k in ("attention_impl", "dtype", "param_dtype") if k in kwargs}
+            blocks = [ResidualAttentionBlock(width, heads, act="quick_gelu", drop_path_rate=rates[i], rngs=rngs,
+                                             **plain) for i in range(layers)]
+        self.resblocks = nnx.List(blocks)
 
     def __call__(self, x, *, train: bool = False, delta=None, rngs=None):
+        if self.temporal == "none":
+            for block in self.resblocks:
+                x = block(x, train=train, rngs=rngs)
+            return x, (), jnp.zeros((0,), jnp.float32)
         outputs, losses = [], []
         for block in self.resblocks:
             x, ila, loss = block(x, train=train, delta=delta, rngs=rngs)
@@ -110,7 +124,8 @@ class ILAVisionTower(VisionTower):
     def __init__(self, *, num_frames: int, img_size: int = 224, patch_size: int = 16, width: int = 768,
                  layers: int = 12, heads: int = 12, output_dim: int = 512, ila_hidden: int = 256,
                  interactive_form: str = "separable", fusion: str = "add", drop_path_rate: float = 0.0,
-                 attention_impl: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+                 temporal: str = "ila", attention_impl: str = "auto", dtype: Any = None,
+                 param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
         # The parent builds the embeddings and norms; its plain block stack (0 blocks here) is replaced.
         super().__init__(img_size=img_size, patch_size=patch_size, width=width, layers=0, heads=heads,
                          output_dim=output_dim, attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype,
@@ -119,7 +134,7 @@ class ILAVisionTower(VisionTower):
         self.num_frames = num_frames
         self.transformer = ILATransformer(
             width, layers, heads, num_frames=num_frames, grid_size=self.grid_size, ila_hidden=ila_hidden,
-            interactive_form=interactive_form, fusion=fusion, drop_path_rate=drop_path_rate,
+            interactive_form=interactive_form, fusion=fusion, drop_path_rate=drop_path_rate, temporal=temporal,
             attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         )
 
@@ -233,6 +248,11 @@ class ILAVideoOutput(NamedTuple):
     video_features: jax.Array
     layers: tuple[ILAOutput, ...]
 
+    @property
+    def aux_losses(self) -> dict[str, jax.Array]:
+        """{"cos": the summed cosine losses}: what `zoo.tasks.video_classification` adds to the CE and logs."""
+        return {"cos": self.aux_loss}
+
 
 class ILAVideoClassifier(nnx.Module):
     """ILA on CLIP for video classification.
@@ -256,7 +276,7 @@ class ILAVideoClassifier(nnx.Module):
         prompt_layers: int = 2, prompt_heads: int | None = None, prompt_alpha: float = 0.1,
         ila_hidden: int = 256, interactive_form: str = "separable", fusion: str = "add",
         drop_path_rate: float = 0.0, head_dropout: float = 0.5, jitter_delta: float = 0.2,
-        jitter_decay_start: int = 30, attention_impl: str = "auto", dtype: Any = None,
+        jitter_decay_start: int = 30, temporal: str = "ila", attention_impl: str = "auto", dtype: Any = None,
         param_dtype: Any = jnp.float32, rngs: nnx.Rngs,
     ):
         if head not in HEADS:
@@ -278,7 +298,7 @@ class ILAVideoClassifier(nnx.Module):
                 num_frames=num_frames, img_size=img_size, patch_size=patch_size, width=vision_width,
                 layers=vision_layers, heads=vision_heads or vision_width // 64, output_dim=embed_dim,
                 ila_hidden=ila_hidden, interactive_form=interactive_form, fusion=fusion,
-                drop_path_rate=drop_path_rate, **common,
+                drop_path_rate=drop_path_rate, temporal=temporal, **common,
             )
             self.text = TextTower(vocab_size=vocab_size, context_length=context_length, width=text_width,
                                   layers=text_layers, heads=text_heads or text_width // 64, output_dim=embed_dim,

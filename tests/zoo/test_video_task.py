@@ -119,3 +119,43 @@ def test_short_run_on_real_clips(tmp_path, mixup):
     summary = trainer.run()
     assert summary["step"] == 3 and 0.0 <= summary["eval/top1"] <= 1.0
     assert np.isfinite(summary["eval/loss"])
+
+
+def test_epoch_reaches_models_that_take_it_and_resumes_with_the_iterator():
+    from zoo.tasks.video_classification import EpochIterator, accepts_keyword
+
+    class Inner:
+        def __init__(self):
+            self.i = 0
+
+        def __next__(self):
+            self.i += 1
+            return {"video": np.zeros((2, 1)), "label": np.zeros((2,), np.int32)}
+
+        def get_state(self):
+            return {"i": self.i}
+
+        def set_state(self, state):
+            self.i = state["i"]
+
+    iterator = EpochIterator(Inner(), steps_per_epoch=3)
+    epochs = [int(next(iterator)["epoch"][0]) for _ in range(7)]
+    assert epochs == [0, 0, 0, 1, 1, 1, 2]
+    state = iterator.get_state()
+    resumed = EpochIterator(Inner(), steps_per_epoch=3)
+    resumed.set_state(state)
+    assert int(next(resumed)["epoch"][0]) == 2 and resumed.inner.i == 8
+
+    class EpochNet(TinyVideoNet):
+        def __call__(self, video, train: bool = False, epoch=None):
+            logits = super().__call__(video, train=train).logits
+            return logits + (0.0 if epoch is None else 100.0 * epoch)
+
+    model = EpochNet(6, nnx.Rngs(0))
+    assert accepts_keyword(model, "epoch") and not accepts_keyword(TinyVideoNet(6, nnx.Rngs(0)), "epoch")
+    task = TinyTask(_config())
+    video = jnp.zeros((2, 4, 8, 8, 3))
+    seen = task.call_model(model, video, {"epoch": jnp.asarray([3, 3])}, train=True)
+    np.testing.assert_allclose(np.asarray(seen), np.asarray(model(video)) + 300.0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(task.call_model(model, video, {"epoch": jnp.asarray([3, 3])}, train=False)),
+                               np.asarray(model(video)), rtol=1e-6)

@@ -4,7 +4,8 @@ multi-view test protocol (the softmax of each view summed, as ILA / X-CLIP).
 
 The model returns logits [B, K], or an object with `.logits` and `.aux_losses` (a scalar, an array summed, or a dict
 name -> scalar, each logged as `aux/<name>`): ILA's per-layer cosine (mutual-information) losses. The training loss
-is CE + `model.aux_loss_weight` x sum(aux losses) (the official weight is 1).
+is CE + `model.aux_loss_weight` x sum(aux losses) (the official weight is 1). A model whose `__call__` takes `epoch`
+gets the 0-based epoch of the batch (batches seen // (train set size // batch size)) during training.
 
 Eval: a batch's "video" is (B, T, H, W, C) for one view, or (B, V, T, H, W, C) for V = clips x crops views (a source
 with `num_clips` > 1 and/or `data.num_crops` = 3); each view is classified and the per-view softmaxes are summed.
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from zoo import data as data_lib
@@ -45,6 +47,46 @@ def split_output(out: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
         aux = jnp.asarray(aux, jnp.float32)
         losses = {"sum": jnp.sum(aux)} if aux.ndim == 0 else {str(i): v for i, v in enumerate(aux.reshape(-1))}
     return out.logits, losses
+
+
+def accepts_keyword(fn: Any, name: str) -> bool:
+    """Whether callable `fn` (a module: its `__call__`) takes keyword `name`."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+class EpochIterator:
+    """Adds "epoch" (int32, one per row: batches seen // steps_per_epoch, 0-based) to every batch of `inner`, for
+    models with an epoch schedule (ILA's mask jitter decay); its state resumes with the inner iterator's."""
+
+    def __init__(self, inner, steps_per_epoch: int):
+        self.inner, self.steps_per_epoch, self.count = inner, max(int(steps_per_epoch), 1), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        batch = dict(next(self.inner))
+        rows = len(next(iter(batch.values())))
+        batch["epoch"] = np.full((rows,), self.count // self.steps_per_epoch, np.int32)
+        self.count += 1
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        return {"inner": self.inner.get_state(), "count": self.count}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.inner.set_state(state["inner"])
+        self.count = int(state["count"])
+
+    @property
+    def num_skipped(self) -> int:
+        return getattr(self.inner, "num_skipped", 0)
 
 
 def summed_view_scores(logits: jax.Array, num_views: int) -> jax.Array:
@@ -102,8 +144,9 @@ class VideoClassificationTask(Task):
         )
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
+        source = self.data_source("train")
         pipeline = data_lib.make_pipeline(
-            self.data_source("train"),
+            source,
             batch_size=int(self.config.batch_size),
             train=True,
             transform=self._transform(train=True),
@@ -113,7 +156,8 @@ class VideoClassificationTask(Task):
             process_count=process_count,
             worker_count=int(self.data_config.get("worker_count", 0)),
         )
-        return iter(pipeline)
+        steps_per_epoch = len(source) // int(self.config.batch_size)
+        return EpochIterator(iter(pipeline), steps_per_epoch)
 
     def eval_batches(self, *, process_index: int, process_count: int):
         return self.eval_batches_of(self._transform(train=False), (VIDEO_KEY, "label"), valid_key="mask",
@@ -127,8 +171,16 @@ class VideoClassificationTask(Task):
         smoothing = self.data_config.get("label_smoothing", 0.0)
         return optax.smooth_labels(onehot, smoothing) if smoothing else onehot
 
+    def call_model(self, model, videos: jax.Array, batch, *, train: bool):
+        """`model(videos, train=train, ...)`; the keywords it also takes get passed: `epoch` (the batch's, during
+        training). A family task adds its own (ILA's class texts) by overriding this."""
+        kwargs = {}
+        if train and "epoch" in batch and accepts_keyword(model, "epoch"):
+            kwargs["epoch"] = batch["epoch"][0]
+        return model(videos, train=train, **kwargs)
+
     def loss(self, model, batch):
-        logits, aux = split_output(model(batch[VIDEO_KEY], train=True))
+        logits, aux = split_output(self.call_model(model, batch[VIDEO_KEY], batch, train=True))
         logits = logits.astype(jnp.float32)
         ce = optax.softmax_cross_entropy(logits, self._targets(batch["label"])).mean()
         aux_total = sum(aux.values(), jnp.zeros((), jnp.float32))
@@ -146,7 +198,7 @@ class VideoClassificationTask(Task):
             num_views = 1
         else:
             raise ValueError(f"eval videos must be (B, T, H, W, C) or (B, views, T, H, W, C); got {videos.shape}")
-        logits, _ = split_output(model(videos, train=False))
+        logits, _ = split_output(self.call_model(model, videos, batch, train=False))
         scores = summed_view_scores(logits, num_views)  # (B, K)
         top5 = jax.lax.top_k(scores, min(5, scores.shape[-1]))[1]
         mean_prob = jnp.take_along_axis(scores / num_views, labels[:, None], axis=-1)[:, 0]
