@@ -22,7 +22,7 @@ from zoo.convert import Rule, conv2d, convert_with_rules, extract_state_dict, fl
 _LINEARS = {r"attn\.out_proj": "attn.proj", r"mlp\.c_fc": "mlp.fc1", r"mlp\.c_proj": "mlp.fc2"}
 
 
-def _block_rules(source: str, target: str) -> tuple[Rule, ...]:
+def block_rules(source: str, target: str) -> tuple[Rule, ...]:
     """Rules of the torch keys `source.resblocks.N.*` (`source` a regex) -> the NNX paths `target.resblocks.N.*`."""
     block, dest = source + r"\.resblocks\.(\d+)", target + r".resblocks.\1"
     rules = [
@@ -43,8 +43,8 @@ CLIP_RULES = (
     Rule(r"visual\.(class_embedding|positional_embedding|proj)", r"visual.\1"),
     Rule(r"visual\.(ln_pre|ln_post)\.weight", r"visual.\1.scale"),
     Rule(r"visual\.(ln_pre|ln_post)\.bias", r"visual.\1.bias"),
-    *_block_rules(r"visual\.transformer", "visual.transformer"),
-    *_block_rules(r"transformer", "text.transformer"),
+    *block_rules(r"visual\.transformer", "visual.transformer"),
+    *block_rules(r"transformer", "text.transformer"),
     Rule(r"token_embedding\.weight", "text.token_embedding.embedding"),
     Rule(r"(positional_embedding|text_projection)", r"text.\1"),
     Rule(r"ln_final\.weight", "text.ln_final.scale"),

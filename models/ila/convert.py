@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from flax import nnx
 
-from models.clip.convert import CLIP_RULES, _block_rules
+from models.clip.convert import CLIP_RULES, block_rules
 from models.clip.convert import IGNORED as CLIP_IGNORED
 from models.vit.convert import resample_abs_pos_embed
 from zoo.convert import (
@@ -115,7 +115,7 @@ def _head_rules() -> list[Rule]:
     prompt_dst = r"prompts_generator.decoder.\1"
     return [
         Rule(r"mit\.positional_embedding", "mit.positional_embedding"),
-        *_block_rules(r"mit", "mit"),
+        *block_rules(r"mit", "mit"),
         *_norm(r"mit\.classify_head\.0", "mit.classify_head.norm"),
         *_linear(r"mit\.classify_head\.2", "mit.classify_head.fc"),
         Rule(r"prompts_generator\.alpha", "prompts_generator.alpha"),
