@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -437,26 +436,3 @@ def test_inconsistent_model_and_bad_options(tmp_path):
         ValueError, match=r"images\.bin'?: image 'view_00\d\.png' refers to camera 2, which .*cameras\.bin"
     ):
         colmap.ColmapSource(tmp_path)
-
-
-def test_model_converter_cross_check(tmp_path):
-    executable = shutil.which("colmap")
-    if executable is None:
-        pytest.skip("the `colmap` binary is not installed (Debian package colmap): COLMAP cross-check not run")
-    cameras, images, points = circle_model(num_points=30)
-    # COLMAP checks that observations and tracks agree: cross-check poses, cameras and points without them.
-    for image in images.values():
-        image.xys, image.point3D_ids = np.zeros((0, 2)), np.zeros(0, np.int64)
-    model = cameras, images, colmap.Points3D.from_arrays(points.xyz, points.rgb, points.error, points.ids)
-    colmap.write_model(tmp_path / "ours_bin", *model, ext=".bin")
-    colmap.write_model(tmp_path / "ours_txt", *model, ext=".txt")
-    for source_dir, output_type in (("ours_bin", "TXT"), ("ours_txt", "BIN")):
-        target = tmp_path / f"{source_dir}_as_{output_type}"
-        target.mkdir()
-        subprocess.run(
-            [executable, "model_converter", "--input_path", str(tmp_path / source_dir), "--output_path", str(target),
-             "--output_type", output_type],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        converted = colmap.read_model(target)
-        assert_same_model(colmap.read_model(tmp_path / "ours_bin"), converted)
