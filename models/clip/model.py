@@ -219,6 +219,18 @@ class TextTower(nnx.Module):
         return pooled @ self.text_projection[...].astype(pooled.dtype)
 
 
+
+def tower_layer_id(model: nnx.Module, path: str) -> int:
+    """Layer id of dotted `path` in a model with `visual` and `text` towers (either may be None) and
+    `max_layer_id()`: the tower's own id (0 embeddings, i + 1 block i), its last id and everything outside the
+    towers mapped to the model's `max_layer_id()`."""
+    tower_name, _, rest = path.partition(".")
+    tower = {"visual": model.visual, "text": getattr(model, "text", None)}.get(tower_name)
+    if tower is None:
+        return model.max_layer_id()
+    tower_id = tower.layer_id(rest)
+    return model.max_layer_id() if tower_id == tower.max_layer_id() else tower_id
+
 class CLIP(nnx.Module):
     """Contrastive image-text model: `visual` image tower, `text` tower and a learned `logit_scale` (log temperature).
 
@@ -260,12 +272,7 @@ class CLIP(nnx.Module):
         token_embedding, positional_embedding), i + 1 for block i of either tower (`*.transformer.resblocks.i`), and
         `max_layer_id()` for the rest (ln_post, proj, ln_final, text_projection, logit_scale).
         """
-        tower_name, _, rest = path.partition(".")
-        tower = {"visual": self.visual, "text": self.text}.get(tower_name)
-        if tower is None:
-            return self.max_layer_id()
-        tower_id = tower.layer_id(rest)
-        return self.max_layer_id() if tower_id == tower.max_layer_id() else tower_id
+        return tower_layer_id(self, path)
 
     def forward_features(self, images: jax.Array, **kwargs) -> jax.Array:
         """The image tower's tokens after ln_post (see `VisionTower.forward_features`)."""

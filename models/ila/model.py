@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.clip.model import ResidualAttentionBlock, TextTower, VisionTower
+from models.clip.model import ResidualAttentionBlock, TextTower, VisionTower, tower_layer_id
 from models.ila.align import ILA, ILAOutput, cosine_loss, jitter_delta, merge_pairs
 from models.layers import Attention, Dropout, Mlp, layer_norm, sharding_scope
 
@@ -345,12 +345,7 @@ class ILAVideoClassifier(nnx.Module):
         """Layer-wise LR decay id of the parameter at dotted `path`, as `models.clip.CLIP.layer_id`: 0 for a tower's
         embeddings, i + 1 for `visual.transformer.resblocks.i` (its ILA parts included) or the text tower's block i,
         `max_layer_id()` for the rest. (The official recipe uses no layer decay.)"""
-        tower_name, _, rest = path.partition(".")
-        tower = {"visual": self.visual, "text": self.text}.get(tower_name)
-        if tower is None:
-            return self.max_layer_id()
-        tower_id = tower.layer_id(rest)
-        return self.max_layer_id() if tower_id == tower.max_layer_id() else tower_id
+        return tower_layer_id(self, path)
 
     def delta(self, epoch: int | jax.Array | None) -> float | jax.Array:
         """The training-time mask jitter step at `epoch` (see `models.ila.align.jitter_delta`)."""

@@ -33,6 +33,7 @@ from models.maskalign.model import MaskAlign
 from zoo import data as data_lib
 from zoo.tasks import register_task
 from zoo.tasks.base import Task
+from zoo.tasks.classification import image_transform_from_config
 
 EXPORT_NAME = "maskalign_pretrain.npz"
 
@@ -130,18 +131,8 @@ class MaskAlignTask(Task):
 
     # ---- data ----------------------------------------------------------------------------------------------------
     def _transform(self, train: bool):
-        d = self.data_config
-        return data_lib.make_image_transform(
-            train=train,
-            image_size=d.image_size,
-            scale=tuple(d.get("scale", (0.2, 1.0))),
-            ratio=tuple(d.get("ratio", (3 / 4, 4 / 3))),
-            hflip=d.get("hflip", 0.5),
-            interpolation=d.get("interpolation", "bicubic"),
-            crop_pct=d.get("crop_pct", 0.875),
-            mean=tuple(d.get("mean", data_lib.IMAGENET_MEAN)),
-            std=tuple(d.get("std", data_lib.IMAGENET_STD)),
-        )
+        # The official pre-training crop: RandomResizedCrop(scale (0.2, 1)) + flip, no other augmentation.
+        return image_transform_from_config(self.data_config, train=train, default_scale=(0.2, 1.0))
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
         pipeline = data_lib.make_pipeline(

@@ -14,6 +14,25 @@ from zoo.tasks import register_task
 from zoo.tasks.base import Task
 
 
+def image_transform_from_config(data_config, *, train: bool, default_scale: tuple[float, float] = (0.08, 1.0)):
+    """`zoo.data.make_image_transform` from a config's data section (image_size, scale, ratio, hflip, auto_augment,
+    interpolation, reprob, crop_pct, mean, std; absent keys take timm's defaults, `default_scale` for scale)."""
+    d = data_config
+    return data_lib.make_image_transform(
+        train=train,
+        image_size=d.image_size,
+        scale=tuple(d.get("scale", default_scale)),
+        ratio=tuple(d.get("ratio", (3 / 4, 4 / 3))),
+        hflip=d.get("hflip", 0.5),
+        auto_augment=d.get("auto_augment", None) or None,
+        interpolation=d.get("interpolation", "bicubic"),
+        reprob=d.get("reprob", 0.0),
+        crop_pct=d.get("crop_pct", 0.875),
+        mean=tuple(d.get("mean", data_lib.IMAGENET_MEAN)),
+        std=tuple(d.get("std", data_lib.IMAGENET_STD)),
+    )
+
+
 def mixup_from_config(data_config, num_classes: int, *, image_key: str = "image") -> data_lib.Mixup | None:
     """`zoo.data.Mixup` from a config's data section (mixup, cutmix, mixup_prob, switch_prob, label_smoothing), or
     None when both alphas are 0."""
@@ -55,20 +74,7 @@ class ClassificationTask(Task):
 
     # ---- data ----------------------------------------------------------------------------------------------------
     def _transform(self, train: bool):
-        d = self.data_config
-        return data_lib.make_image_transform(
-            train=train,
-            image_size=d.image_size,
-            scale=tuple(d.get("scale", (0.08, 1.0))),
-            ratio=tuple(d.get("ratio", (3 / 4, 4 / 3))),
-            hflip=d.get("hflip", 0.5),
-            auto_augment=d.get("auto_augment", None) or None,
-            interpolation=d.get("interpolation", "bicubic"),
-            reprob=d.get("reprob", 0.0),
-            crop_pct=d.get("crop_pct", 0.875),
-            mean=tuple(d.get("mean", data_lib.IMAGENET_MEAN)),
-            std=tuple(d.get("std", data_lib.IMAGENET_STD)),
-        )
+        return image_transform_from_config(self.data_config, train=train)
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
         pipeline = data_lib.make_pipeline(
