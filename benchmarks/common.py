@@ -1,11 +1,59 @@
-"""Runners shared by the benchmark scripts: one AdamW train step and one inference call of a classifier.
-
-Each returns {"train": fn, "infer": fn}; each fn runs once and blocks until the result is ready.
+"""Helpers shared by the benchmark scripts: one AdamW train step and one inference call of a classifier (each
+returns {"train": fn, "infer": fn}; each fn runs once and blocks until the result is ready), timing, logging and
+what the machine was doing (CPU model, the busiest other processes).
 """
 
 from __future__ import annotations
 
+import os
+import platform
+import time
+
 import numpy as np
+
+
+def log(message: str) -> None:
+    """Print `message` with the time of day (progress of a long benchmark)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def timed(fn, iters: int) -> list[float]:
+    """Wall seconds of `iters` calls of `fn` (each call must block until its result is ready)."""
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def busy_processes(limit: int = 5) -> list[str]:
+    """The other processes using the most CPU now ("%cpu command", from `ps`), to record what else was running."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ps", "-eo", "pid=,pcpu=,args=", "--sort=-pcpu"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = []
+    for line in out.splitlines():
+        pid, pcpu, cmd = (line.split(None, 2) + ["", ""])[:3]
+        if pid.isdigit() and int(pid) != os.getpid() and float(pcpu or 0) >= 5.0:
+            rows.append(f"{float(pcpu):.0f}% {cmd[:100]}")
+    return rows[:limit]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def nnx_classifier_runners(model, optimizer, images: np.ndarray, labels: np.ndarray) -> dict:

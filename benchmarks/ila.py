@@ -87,6 +87,7 @@ from flax import nnx
 
 import models.ila  # noqa: F401  (ours, imported before the official `models` package is swapped in)
 import zoo
+from benchmarks.common import busy_processes, cpu_model, log, timed
 from models.ila.groups import ADAMW, BASE_LR, BASE_WEIGHT_DECAY, FROZEN_PATTERNS, official_param_groups
 from zoo.train.optim import build_optimizer, trainable_filter
 
@@ -99,19 +100,6 @@ CONFIGS = {
 }
 SPEC = {"b16_8f_gmacs_measured": 193.5, "b16_16f_gmacs_measured": 390.2, "b16_16f_gflops_slides": 295.0}
 TRAINABLE_KEYS = ("message_", "temporal_", "mit")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _timed(fn, iters: int) -> list[float]:
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 # --- ours ----------------------------------------------------------------------------------------------------------
@@ -339,14 +327,14 @@ def bench_config(key: str, batch: int, official, args) -> dict:
     for name, impl in impls.items():
         for kind in ("infer", "train"):
             start = time.perf_counter()
-            _timed(impl[kind], args.warmup)
+            timed(impl[kind], args.warmup)
             warm[f"{name}_{kind}_s"] = time.perf_counter() - start
             log(f"{key}: {name} {kind} warm-up x{args.warmup}"
                 f"{' (incl. compilation)' if name == 'ours' and kind == 'train' else ''} {warm[f'{name}_{kind}_s']:.1f}s")
     for r in range(args.rounds):
         for name, impl in impls.items():
             for kind in ("infer", "train"):
-                times[name][kind] += _timed(impl[kind], args.iters)
+                times[name][kind] += timed(impl[kind], args.iters)
             log(f"{key}: round {r + 1}/{args.rounds} {name}: infer {times[name]['infer'][-1]:.2f}s, "
                 f"train {times[name]['train'][-1]:.2f}s, loss {impl['state'].get('loss', float('nan')):.4f}")
     rows = {}
@@ -361,33 +349,6 @@ def bench_config(key: str, batch: int, official, args) -> dict:
     return {"label": cfg["label"], "batch": batch, "frames": FRAMES, "image_size": IMG, "patch_size": PATCH,
             "vision": {"width": cfg["vision"][0], "layers": cfg["vision"][1]}, "embed_dim": cfg["embed"],
             "num_texts": NUM_TEXTS, "results": rows, "ratio_ours_over_official": ratios, "warmup_s": warm}
-
-
-def _busy_processes(limit: int = 5) -> list[str]:
-    import subprocess
-
-    try:
-        out = subprocess.run(["ps", "-eo", "pid=,pcpu=,args=", "--sort=-pcpu"], capture_output=True, text=True,
-                             timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    rows = []
-    for line in out.splitlines():
-        pid, pcpu, cmd = (line.split(None, 2) + ["", ""])[:3]
-        if pid.isdigit() and int(pid) != os.getpid() and float(pcpu or 0) >= 5.0:
-            rows.append(f"{float(pcpu):.0f}% {cmd[:100]}")
-    return rows[:limit]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _g(flops, batch, macs=True):
@@ -426,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()
-    busy_start = _busy_processes()
+    busy_start = busy_processes()
     log(f"load average before the run (1/5/15 min): {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
     versions = {"jax": jax.__version__, "flax": __import__("flax").__version__, "optax": optax.__version__}
     official, torch_threads = None, None
@@ -452,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = {key: bench_config(key, args.batch, official, args) for key in keys}
     loader = bench_loader(args.loader_batch, workers, args.loader_batches, args.loader_short_side) if workers else {}
     load_end = os.getloadavg()
-    busy_end = _busy_processes()
+    busy_end = busy_processes()
     loaded = load_start[0] > 0.5 or load_end[0] > 0.5
     backend = jax.default_backend()
     record = {
@@ -463,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "optimizer": {"groups": official_param_groups(), "adamw": ADAMW, "schedule": "constant"},
         "official": os.path.abspath(args.official) if args.official else None,
         "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup, "backend": backend,
-        "device": str(jax.devices()[0].device_kind), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "device": str(jax.devices()[0].device_kind), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch_threads, "omp_wait_policy": omp_policy, "platform": platform.platform(),
         "versions": versions, "loadavg_start": load_start, "loadavg_end": load_end,
         "busy_processes_start": busy_start, "busy_processes_end": busy_end, "loaded_machine": loaded,

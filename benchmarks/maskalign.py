@@ -66,6 +66,7 @@ import optax
 from flax import nnx
 
 import zoo
+from benchmarks.common import busy_processes, cpu_model, log, timed
 from zoo.train.optim import path_string, trainable_filter
 
 MODEL = "maskalign_vit_base_patch16_clip_b16"
@@ -81,19 +82,6 @@ CONFIGS = {
                 "teacher": (192, 12, 3)},
 }
 IMG, PATCH = 224, 16
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _timed(fn, iters: int) -> list[float]:
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 # --- ours ----------------------------------------------------------------------------------------------------------
@@ -260,13 +248,13 @@ def bench_config(key: str, batch: int, official, args) -> dict:
     for name, impl in impls.items():
         for kind in ("step", "teacher"):
             start = time.perf_counter()
-            _timed(impl[kind], args.warmup)
+            timed(impl[kind], args.warmup)
             log(f"{key}: {name} {kind} warm-up x{args.warmup}{' (incl. compilation)' if name == 'ours' else ''} "
                 f"{time.perf_counter() - start:.1f}s")
     for r in range(args.rounds):
         for name, impl in impls.items():
             for kind in ("step", "teacher"):
-                times[name][kind] += _timed(impl[kind], args.iters)
+                times[name][kind] += timed(impl[kind], args.iters)
             log(f"{key}: round {r + 1}/{args.rounds} {name}: step {times[name]['step'][-1]:.2f}s, "
                 f"teacher {times[name]['teacher'][-1]:.2f}s, loss {impl['state'].get('loss', float('nan')):.4f}")
     rows = {}
@@ -280,34 +268,6 @@ def bench_config(key: str, batch: int, official, args) -> dict:
             "student": {"embed_dim": dim, "depth": depth, "num_heads": heads},
             "teacher": {"width": t_width, "layers": t_layers, "heads": t_heads},
             "results": rows, "ratio_ours_over_official": ratio}
-
-
-def _busy_processes(limit: int = 5) -> list[str]:
-    """The other processes using the most CPU now ("%cpu command", from `ps`), to record what else was running."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["ps", "-eo", "pid=,pcpu=,args=", "--sort=-pcpu"], capture_output=True, text=True,
-                             timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    rows = []
-    for line in out.splitlines():
-        pid, pcpu, cmd = (line.split(None, 2) + ["", ""])[:3]
-        if pid.isdigit() and int(pid) != os.getpid() and float(pcpu or 0) >= 5.0:
-            rows.append(f"{float(pcpu):.0f}% {cmd[:100]}")
-    return rows[:limit]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown config {key!r}; choose from {', '.join(CONFIGS)}")
 
     load_start = os.getloadavg()
-    busy_start = _busy_processes()
+    busy_start = busy_processes()
     log(f"load average before the run (1/5/15 min): {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
     versions = {"jax": jax.__version__, "flax": __import__("flax").__version__, "optax": optax.__version__}
     official, torch_threads = None, None
@@ -363,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = {"b16": args.batch_b16, "reduced": args.batch_reduced}
     configs = {key: bench_config(key, batches[key], official, args) for key in keys}
     load_end = os.getloadavg()
-    busy_end = _busy_processes()
+    busy_end = busy_processes()
     idle = load_start[0] < 0.5
     backend = jax.default_backend()
     record = {
@@ -373,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "official_teacher_attention": "eager (transformers CLIPVisionModel)" if official else None,
         "official": os.path.abspath(args.official) if args.official else None,
         "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup, "backend": backend,
-        "device": str(jax.devices()[0].device_kind), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "device": str(jax.devices()[0].device_kind), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch_threads, "omp_wait_policy": omp_policy, "platform": platform.platform(), "versions": versions,
         "loadavg_start": load_start, "loadavg_end": load_end,
         "busy_processes_start": busy_start, "busy_processes_end": busy_end, "machine_idle": idle, "note": args.note,
