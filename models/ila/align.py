@@ -91,6 +91,27 @@ class BatchNorm(nnx.BatchNorm):
         return y
 
 
+def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, dtype: Any = None) -> jax.Array:
+    """A depthwise k x k convolution ('same' zero padding, stride 1, cross-correlation as torch / `nnx.Conv`) of
+    x (N, H, W, C) with an `nnx.Conv` kernel (k, k, 1, C): the sum of k*k shifted, per-channel-scaled copies.
+
+    Equal to `nnx.Conv(feature_group_count=C)`, but its gradients are elementwise: XLA's CPU backward of a grouped
+    convolution is far slower (0.44 s vs 0.02 s in torch for ILA-B/16's weight gradient).
+    """
+    dtype = dtype or jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    k = kernel.shape[0]
+    pad = k // 2
+    height, width = x.shape[1], x.shape[2]
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = None
+    for i in range(k):
+        for j in range(k):
+            term = padded[:, i:i + height, j:j + width, :] * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out if bias is None else out + bias.astype(dtype)
+
+
 class ConvBN(nnx.Module):
     """Conv (with bias, 'same' padding) -> BatchNorm -> optional max pool 2 -> ReLU: one stage of the official
     `nn.Sequential`s (`conv`, `bn`)."""
@@ -103,8 +124,14 @@ class ConvBN(nnx.Module):
                              feature_group_count=groups, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.bn = BatchNorm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
+    def _conv(self, x: jax.Array) -> jax.Array:
+        conv = self.conv
+        if conv.feature_group_count > 1 and conv.feature_group_count == conv.in_features == conv.out_features:
+            return depthwise_conv(x, conv.kernel[...], conv.bias[...], dtype=conv.dtype)
+        return conv(x)
+
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        x = self.bn(self.conv(x), train=train)
+        x = self.bn(self._conv(x), train=train)
         if self.pool:  # MaxPool2d(2): floor, as torch
             x = nnx.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         return jax.nn.relu(x)

@@ -457,3 +457,28 @@ def test_full_size_official_keys_convert(dataset):
     batch_norms = 5 if dataset == "k400" else 4
     assert len(arrays) == len(state_dict) - batch_norms  # all but num_batches_tracked
     assert arrays["visual.transformer.resblocks.0.message_attn.prediction_block.fc1.kernel"].shape == (1, 64, 64)
+
+
+def test_depthwise_conv_equals_the_grouped_conv_forward_and_backward():
+    from models.ila.align import depthwise_conv
+
+    channels = 6
+    conv = nnx.Conv(channels, channels, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=channels,
+                    rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 7, channels))
+    kernel, bias = conv.kernel[...], conv.bias[...]
+
+    def grouped(k, b, x):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=channels) + b
+
+    weights = jax.random.normal(jax.random.key(2), (2, 5, 7, channels))
+    ref = grouped(kernel, bias, x)
+    ours = depthwise_conv(x, kernel, bias)
+    bound = 16 * float(np.finfo(np.float32).eps) * float(jnp.abs(ref).max()) * 3
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=bound)
+    grads_ref = jax.grad(lambda k, b, x: (grouped(k, b, x) * weights).sum(), argnums=(0, 1, 2))(kernel, bias, x)
+    grads = jax.grad(lambda k, b, x: (depthwise_conv(x, k, b) * weights).sum(), argnums=(0, 1, 2))(kernel, bias, x)
+    for g, r in zip(grads, grads_ref, strict=True):
+        tol = 64 * float(np.finfo(np.float32).eps) * float(jnp.abs(r).max())
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=tol)
