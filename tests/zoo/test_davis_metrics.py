@@ -84,3 +84,35 @@ def test_sequence_statistics_and_j_and_f():
         region_j(truth[0], truth[0][:5])
     with pytest.raises(ValueError, match=r"\(T, H, W\)"):
         j_and_f({"x": (truth[0], truth[0])})
+
+
+@pytest.mark.parametrize(("benchmark", "prefix"), [("ref_youtube_vos", "Annotations/"), ("mevis", "")])
+def test_submission_zip_layout_round_trip_and_no_partial_file_on_error(tmp_path, benchmark, prefix):
+    import zipfile
+
+    from zoo.metrics import SubmissionWriter, read_submission
+
+    path = tmp_path / "Annotations.zip"
+    masks = {("vid1", "0", "00000"): square(8, 1, 1, 3), ("vid1", "1", "00005"): np.zeros((8, 8), np.uint8),
+             ("vid2", "0", "00000"): square(8, 2, 2, 4).astype(np.uint8) * 255}
+    with SubmissionWriter(path, benchmark) as writer:
+        for (video, exp_id, frame), mask in masks.items():
+            writer.add(video, exp_id, frame, mask)
+        with pytest.raises(ValueError, match="already written"):
+            writer.add("vid1", "0", "00000", masks[("vid1", "0", "00000")])
+        with pytest.raises(ValueError, match="one frame"):
+            writer.add("vid3", "0", "00000", np.zeros((2, 8, 8)))
+        with pytest.raises(ValueError, match="path separators"):
+            writer.add("a/b", "0", "00000", masks[("vid1", "0", "00000")])
+    names = sorted(zipfile.ZipFile(path).namelist())
+    assert names == sorted(f"{prefix}{v}/{e}/{f}.png" for v, e, f in masks)
+    read = {(v, e, f): m for v, e, f, m in read_submission(path, benchmark)}
+    assert set(read) == set(masks)
+    for key, mask in masks.items():
+        np.testing.assert_array_equal(read[key], np.asarray(mask) > 0)
+    with pytest.raises(RuntimeError, match="boom"), SubmissionWriter(path, benchmark) as writer:
+        writer.add("vid9", "0", "00000", masks[("vid1", "0", "00000")])
+        raise RuntimeError("boom")
+    assert {v for v, _, _, _ in read_submission(path, benchmark)} == {"vid1", "vid2"}  # the good file is intact
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        SubmissionWriter(path, "davis")
