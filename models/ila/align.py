@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models.layers import TorchBatchNorm
+
 # The nine jitter directions of the training-time alignment mask, (x, y): centre, the four axes, the four diagonals.
 JITTER_OFFSETS = ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
 JITTER_DELTA = 0.2  # the jitter step at epoch 0
@@ -66,31 +68,6 @@ def merge_pairs(pre: jax.Array, cur: jax.Array) -> jax.Array:
     return jnp.concatenate([pre[:, :1], middle, cur[:, -1:]], axis=1)
 
 
-class BatchNorm(nnx.BatchNorm):
-    """`nnx.BatchNorm` with torch's `BatchNorm{1,2,3}d` numerics: eps 1e-5, momentum 0.1 (flax 0.9), the two-pass batch
-    variance, and the running variance updated with the unbiased batch variance (flax's uses the biased one).
-
-    `train=True` normalises with the batch statistics and updates `mean` / `var` (`nnx.BatchStat`), as torch's
-    train mode; `train=False` uses the running statistics.
-    """
-
-    def __init__(self, num_features: int, *, dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        super().__init__(num_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:  # type: ignore[override]
-        if not train:
-            return super().__call__(x, use_running_average=True)
-        old_var = self.var[...]
-        y = super().__call__(x, use_running_average=False)
-        axes = tuple(range(x.ndim - 1))
-        count = x.size // x.shape[-1]
-        batch_var = jnp.var(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=axes)
-        unbiased = batch_var * (count / max(count - 1, 1))
-        self.var[...] = jax.lax.stop_gradient(self.momentum * old_var + (1 - self.momentum) * unbiased)
-        return y
-
-
 def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, dtype: Any = None) -> jax.Array:
     """A depthwise k x k convolution ('same' zero padding, stride 1, cross-correlation as torch / `nnx.Conv`) of
     x (N, H, W, C) with an `nnx.Conv` kernel (k, k, 1, C): the sum of k*k shifted, per-channel-scaled copies.
@@ -122,7 +99,7 @@ class ConvBN(nnx.Module):
         self.pool = pool
         self.conv = nnx.Conv(in_features, out_features, (kernel_size, kernel_size), padding=((pad, pad), (pad, pad)),
                              feature_group_count=groups, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.bn = BatchNorm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.bn = TorchBatchNorm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def _conv(self, x: jax.Array) -> jax.Array:
         conv = self.conv

@@ -12,7 +12,7 @@ from models.layers.attention import Attention, chunked_attention
 from models.layers.checks import check_image_input
 from models.layers.drop import Dropout, DropPath, dropout_stream
 from models.layers.mlp import Mlp
-from models.layers.norm import LayerNorm, LayerScale, layer_norm, layer_norm_fn
+from models.layers.norm import LayerNorm, LayerScale, TorchBatchNorm, layer_norm, layer_norm_fn
 from models.layers.patch_embed import PatchEmbed, to_pair
 from models.layers.resize import bicubic_matrix, resize_bicubic_torch, resize_hw
 from models.layers.sharding import (
@@ -35,6 +35,7 @@ __all__ = [
     "LayerScale",
     "Mlp",
     "PatchEmbed",
+    "TorchBatchNorm",
     "bicubic_matrix",
     "check_image_input",
     "chunked_attention",

@@ -93,3 +93,28 @@ class LayerScale(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x * self.gamma[...].astype(x.dtype)
+
+
+class TorchBatchNorm(nnx.BatchNorm):
+    """`nnx.BatchNorm` with torch's `BatchNorm{1,2,3}d` numerics: eps 1e-5, momentum 0.1 (flax 0.9), the two-pass batch
+    variance, and the running variance updated with the unbiased batch variance (flax's uses the biased one).
+
+    `train=True` normalises with the batch statistics and updates `mean` / `var` (`nnx.BatchStat`), as torch's
+    train mode; `train=False` uses the running statistics.
+    """
+
+    def __init__(self, num_features: int, *, dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        super().__init__(num_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype,
+                         param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:  # type: ignore[override]
+        if not train:
+            return super().__call__(x, use_running_average=True)
+        old_var = self.var[...]
+        y = super().__call__(x, use_running_average=False)
+        axes = tuple(range(x.ndim - 1))
+        count = x.size // x.shape[-1]
+        batch_var = jnp.var(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=axes)
+        unbiased = batch_var * (count / max(count - 1, 1))
+        self.var[...] = jax.lax.stop_gradient(self.momentum * old_var + (1 - self.momentum) * unbiased)
+        return y
