@@ -1,0 +1,102 @@
+"""Official SAMWISE weights -> NNX (the parts built so far: the CMT adapters).
+
+Official adapter keys (`models/CMT_adapter.py`), under a prefix such as `adapters.0.` (any prefix: `prefix=`):
+
+| official | ours |
+|---|---|
+| `proj_vis_down.0.weight` (Conv2d 1x1, (out, in, 1, 1)) | `proj_vis_down.conv.kernel` (in, out) |
+| `proj_vis_down.1.{weight,bias,running_mean,running_var}` (BatchNorm2d) | `proj_vis_down.bn.{scale,bias,mean,var}` |
+| `proj_vis_up.0.weight` (ConvTranspose2d 1x1, (in, out, 1, 1)) | `proj_vis_up.conv.kernel` (in, out), as stored |
+| `proj_vis_up.1.*` | `proj_vis_up.bn.*` |
+| `proj_text_down.0.weight`, `proj_text_up.0.weight` (Linear, no bias) | `proj_text_{down,up}.kernel` |
+| `ca_V2T.multihead_attn.in_proj_{weight,bias}` ([q; k; v]) | `ca_V2T.multihead_attn.{q,k,v}_proj.*` |
+| `ca_V2T.multihead_attn.out_proj.*`, same for `ca_T2V` | `ca_*.multihead_attn.proj.*` |
+| `hsa.self_attn.in_proj_{weight,bias}`, `hsa.self_attn.out_proj.*`, `hsa.linear.*` | `hsa.self_attn.qkv.*`, `hsa.self_attn.proj.*`, `hsa.linear.*` |
+| `spatial_pos_embed`, `norm_pre_HSA.{weight,bias}` | same names (`scale` for the weight) |
+
+BatchNorm `num_batches_tracked` is dropped. Every unmapped, missing or mis-shaped key is reported at once
+(`zoo.convert.ConversionError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from zoo.convert import Rule, linear, map_state_dict, merge_into_model
+
+
+def _squeeze_1x1(x: np.ndarray) -> np.ndarray:
+    return x.reshape(x.shape[0], x.shape[1])
+
+
+def _conv1x1(x: np.ndarray) -> np.ndarray:
+    """Conv2d 1x1 weight (out, in, 1, 1) -> Linear kernel (in, out)."""
+    return _squeeze_1x1(x).T if x.ndim == 4 else x
+
+
+def _conv_transpose1x1(x: np.ndarray) -> np.ndarray:
+    """ConvTranspose2d 1x1 weight (in, out, 1, 1) -> Linear kernel (in, out) (no transpose)."""
+    return _squeeze_1x1(x) if x.ndim == 4 else x
+
+
+def split_mha_in_proj(state_dict: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """torch `nn.MultiheadAttention` packs q / k / v as `in_proj_{weight,bias}` ([q; k; v] rows); for the modules
+    named in `names` (prefixes ending in `multihead_attn`), split them into `q_proj` / `k_proj` / `v_proj` keys."""
+    out = dict(state_dict)
+    for key in list(out):
+        for kind in ("weight", "bias"):
+            suffix = f".in_proj_{kind}"
+            if key.endswith(suffix) and key[: -len(suffix)].endswith(names):
+                base = key[: -len(suffix)]
+                for part, value in zip(("q_proj", "k_proj", "v_proj"), np.split(out.pop(key), 3, axis=0), strict=True):
+                    out[f"{base}.{part}.{kind}"] = value
+    return out
+
+
+def adapter_rules(source: str = "", target: str = "") -> tuple[Rule, ...]:
+    """Rules of one CMT adapter's official keys under `source` onto a `CMTAdapter` at `target` (regex-escaped
+    `source`)."""
+    s, t = source.replace(".", r"\."), target
+    rules = [
+        Rule(rf"{s}proj_vis_down\.0\.weight", f"{t}proj_vis_down.conv.kernel", _conv1x1),
+        Rule(rf"{s}proj_vis_up\.0\.weight", f"{t}proj_vis_up.conv.kernel", _conv_transpose1x1),
+        Rule(rf"{s}proj_text_(down|up)\.0\.weight", rf"{t}proj_text_\1.kernel", linear),
+        Rule(rf"{s}spatial_pos_embed", f"{t}spatial_pos_embed"),
+        Rule(rf"{s}norm_pre_HSA\.weight", f"{t}norm_pre_HSA.scale"),
+        Rule(rf"{s}norm_pre_HSA\.bias", f"{t}norm_pre_HSA.bias"),
+        Rule(rf"{s}hsa\.self_attn\.in_proj_weight", f"{t}hsa.self_attn.qkv.kernel", linear),
+        Rule(rf"{s}hsa\.self_attn\.in_proj_bias", f"{t}hsa.self_attn.qkv.bias"),
+        Rule(rf"{s}hsa\.self_attn\.out_proj\.weight", f"{t}hsa.self_attn.proj.kernel", linear),
+        Rule(rf"{s}hsa\.self_attn\.out_proj\.bias", f"{t}hsa.self_attn.proj.bias"),
+        Rule(rf"{s}hsa\.linear\.weight", f"{t}hsa.linear.kernel", linear),
+        Rule(rf"{s}hsa\.linear\.bias", f"{t}hsa.linear.bias"),
+    ]
+    for proj in ("proj_vis_down", "proj_vis_up"):
+        for ours, theirs in (("scale", "weight"), ("bias", "bias"), ("mean", "running_mean"), ("var", "running_var")):
+            rules.append(Rule(rf"{s}{proj}\.1\.{theirs}", f"{t}{proj}.bn.{ours}"))
+    for ca in ("ca_V2T", "ca_T2V"):
+        mha = rf"{s}{ca}\.multihead_attn"
+        rules += [
+            Rule(rf"{mha}\.([qkv]_proj)\.weight", rf"{t}{ca}.multihead_attn.\1.kernel", linear),
+            Rule(rf"{mha}\.([qkv]_proj)\.bias", rf"{t}{ca}.multihead_attn.\1.bias"),
+            Rule(rf"{mha}\.out_proj\.weight", f"{t}{ca}.multihead_attn.proj.kernel", linear),
+            Rule(rf"{mha}\.out_proj\.bias", f"{t}{ca}.multihead_attn.proj.bias"),
+        ]
+    return tuple(rules)
+
+
+IGNORED = (r".*num_batches_tracked",)
+
+
+def convert_cmt_adapter(state_dict: Mapping[str, Any], abstract_adapter: nnx.Module, *, prefix: str = "",
+                        source: str = "CMT adapter") -> nnx.Module:
+    """An official `CMT_adapter` state dict (keys under `prefix`) -> a concrete `CMTAdapter` like `abstract_adapter`."""
+    sd = {k: np.asarray(v) for k, v in state_dict.items() if k.startswith(prefix)}
+    sd = split_mha_in_proj(sd, ("ca_V2T.multihead_attn", "ca_T2V.multihead_attn"))
+    state = nnx.state(abstract_adapter, nnx.Not(nnx.RngState))
+    arrays = map_state_dict(sd, adapter_rules(prefix), state, ignore=IGNORED, source=source)
+    return merge_into_model(abstract_adapter, arrays)
