@@ -1,5 +1,6 @@
 """SAMWISE (Cuttano et al., CVPR 2025): SAM2 with text-conditioned temporal adapters for referring video segmentation.
-Built so far: the Cross-Modal Temporal adapter (`CMTAdapter`) and its converter; the text encoders are in
+Built so far: the Cross-Modal Temporal adapter (`CMTAdapter`), the Conditional Memory Encoder head
+(`ConditionalMemoryEncoder`) and their converters; the text encoders are in
 `models.text`."""
 
 from models.samwise.adapter import (
@@ -8,13 +9,18 @@ from models.samwise.adapter import (
     HierarchicalSelectiveAttention,
     sine_time_embedding,
 )
-from models.samwise.convert import adapter_rules, convert_cmt_adapter, split_mha_in_proj
+from models.samwise.cme import ConditionalMemoryEncoder, SelfAttentionBlock
+from models.samwise.convert import adapter_rules, cme_rules, convert_cme, convert_cmt_adapter, split_mha_in_proj
 
 __all__ = [
     "AdapterCrossAttention",
     "CMTAdapter",
+    "ConditionalMemoryEncoder",
     "HierarchicalSelectiveAttention",
+    "SelfAttentionBlock",
     "adapter_rules",
+    "cme_rules",
+    "convert_cme",
     "convert_cmt_adapter",
     "sine_time_embedding",
     "split_mha_in_proj",

@@ -1,4 +1,4 @@
-"""Official SAMWISE weights -> NNX (the parts built so far: the CMT adapters).
+"""Official SAMWISE weights -> NNX (the parts built so far: the CMT adapters and the Conditional Memory Encoder).
 
 Official adapter keys (`models/CMT_adapter.py`), under a prefix such as `adapters.0.` (any prefix: `prefix=`):
 
@@ -20,6 +20,7 @@ BatchNorm `num_batches_tracked` is dropped. Every unmapped, missing or mis-shape
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,3 +101,34 @@ def convert_cmt_adapter(state_dict: Mapping[str, Any], abstract_adapter: nnx.Mod
     state = nnx.state(abstract_adapter, nnx.Not(nnx.RngState))
     arrays = map_state_dict(sd, adapter_rules(prefix), state, ignore=IGNORED, source=source)
     return merge_into_model(abstract_adapter, arrays)
+
+
+def cme_rules(source: str = "", target: str = "") -> tuple[Rule, ...]:
+    """Official `ConditionalMemoryEncoder` keys under `source` -> `ConditionalMemoryEncoder` at `target`."""
+    s, t = source.replace(".", r"\."), target
+    block = rf"{s}transformerBlock"
+    return (
+        Rule(rf"{block}\.self_attn\.in_proj_weight", f"{t}transformerBlock.self_attn.qkv.kernel", linear),
+        Rule(rf"{block}\.self_attn\.in_proj_bias", f"{t}transformerBlock.self_attn.qkv.bias"),
+        Rule(rf"{block}\.self_attn\.out_proj\.weight", f"{t}transformerBlock.self_attn.proj.kernel", linear),
+        Rule(rf"{block}\.self_attn\.out_proj\.bias", f"{t}transformerBlock.self_attn.proj.bias"),
+        Rule(rf"{block}\.(linear[12])\.weight", rf"{t}transformerBlock.\1.kernel", linear),
+        Rule(rf"{block}\.(linear[12])\.bias", rf"{t}transformerBlock.\1.bias"),
+        Rule(rf"{block}\.(norm[13])\.weight", rf"{t}transformerBlock.\1.scale"),
+        Rule(rf"{block}\.(norm[13])\.bias", rf"{t}transformerBlock.\1.bias"),
+        Rule(rf"{s}decision_token\.weight", f"{t}decision_token"),
+        Rule(rf"{s}decision_class_head\.weight", f"{t}decision_class_head.kernel", linear),
+        Rule(rf"{s}decision_class_head\.bias", f"{t}decision_class_head.bias"),
+    )
+
+
+def convert_cme(state_dict: Mapping[str, Any], abstract_cme: nnx.Module, *, prefix: str = "",
+                source: str = "conditional memory encoder") -> nnx.Module:
+    """An official `ConditionalMemoryEncoder` state dict (keys under `prefix`) -> a concrete module like
+    `abstract_cme`; the officially unused `transformerBlock.norm2` is ignored."""
+    sd = {k: np.asarray(v) for k, v in state_dict.items() if k.startswith(prefix)}
+    state = nnx.state(abstract_cme, nnx.Not(nnx.RngState))
+    ignore = (re.escape(prefix) + r"transformerBlock\.norm2\..*",)
+    arrays = map_state_dict(sd, cme_rules(prefix), state, ignore=ignore, source=source)
+    return merge_into_model(abstract_cme, arrays)
+

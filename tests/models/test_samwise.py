@@ -98,3 +98,23 @@ def test_bad_inputs_and_missing_keys_are_clear_errors(fixture):
     state["adapter.extra.weight"] = np.zeros(3)
     with pytest.raises(ConversionError, match=r"hsa\.linear\.kernel[\s\S]*extra\.weight|extra\.weight[\s\S]*hsa"):
         convert_cmt_adapter(state, nnx.eval_shape(lambda: adapter), prefix="adapter.")
+
+
+CME_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "samwise_cme.npz")
+
+
+def test_conditional_memory_encoder_matches_the_official_code():
+    from models.samwise import ConditionalMemoryEncoder, convert_cme
+
+    with np.load(CME_FIXTURE) as data:
+        fx = {k: data[k] for k in data.files}
+    state = {k.removeprefix("state/"): v for k, v in fx.items() if k.startswith("state/")}
+    assert any("norm2" in k for k in state)  # built but unused officially: ignored by the converter
+    cme = convert_cme(state, nnx.eval_shape(lambda: ConditionalMemoryEncoder(32, rngs=nnx.Rngs(0))), prefix="cme.")
+    logits = np.asarray(cme(jnp.asarray(fx["zero"]), jnp.asarray(fx["two"])))
+    np.testing.assert_allclose(logits, fx["logits"], atol=_bound(fx["logits"], 4), rtol=0)
+    train_a = cme(jnp.asarray(fx["zero"]), jnp.asarray(fx["two"]), train=True, rngs=nnx.Rngs(dropout=0))
+    train_b = cme(jnp.asarray(fx["zero"]), jnp.asarray(fx["two"]), train=True, rngs=nnx.Rngs(dropout=1))
+    assert float(jnp.abs(train_a - train_b).max()) > 0  # dropout 0.1 acts in training
+    with pytest.raises(ValueError, match="two \\(B, C\\) object pointers"):
+        cme(jnp.zeros((3, 32)), jnp.zeros((2, 32)))
