@@ -44,6 +44,17 @@ def busy_processes(limit: int = 5) -> list[str]:
     return rows[:limit]
 
 
+def apply_omp_wait_policy(choice: str, load_1min: float) -> str | None:
+    """Set OMP_WAIT_POLICY for torch (before it is imported): "passive" / "active", or "auto" (PASSIVE when the
+    1-minute load is above 0.5: libgomp's spin-waiting stalls when there are more runnable threads than cores),
+    "unset" to leave it. An OMP_WAIT_POLICY already in the environment wins. Returns the policy in effect."""
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    if policy is None and choice != "unset" and (choice != "auto" or load_1min > 0.5):
+        policy = "PASSIVE" if choice in ("auto", "passive") else "ACTIVE"
+        os.environ["OMP_WAIT_POLICY"] = policy
+    return policy
+
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), or what `platform` knows."""
     try:

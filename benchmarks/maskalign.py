@@ -66,7 +66,7 @@ import optax
 from flax import nnx
 
 import zoo
-from benchmarks.common import busy_processes, cpu_model, log, timed
+from benchmarks.common import apply_omp_wait_policy, busy_processes, cpu_model, log, timed
 from zoo.train.optim import path_string, trainable_filter
 
 MODEL = "maskalign_vit_base_patch16_clip_b16"
@@ -300,11 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"load average before the run (1/5/15 min): {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
     versions = {"jax": jax.__version__, "flax": __import__("flax").__version__, "optax": optax.__version__}
     official, torch_threads = None, None
-    omp_policy = os.environ.get("OMP_WAIT_POLICY")
-    if args.official and omp_policy is None and args.omp_wait_policy != "unset" and (
-            args.omp_wait_policy != "auto" or load_start[0] > 0.5):
-        omp_policy = "PASSIVE" if args.omp_wait_policy in ("auto", "passive") else "ACTIVE"
-        os.environ["OMP_WAIT_POLICY"] = omp_policy
+    omp_policy = (apply_omp_wait_policy(args.omp_wait_policy, load_start[0]) if args.official
+                  else os.environ.get("OMP_WAIT_POLICY"))
     if args.official:
         if "torch" in sys.modules:
             log("warning: torch was imported before OMP_WAIT_POLICY could be set")
