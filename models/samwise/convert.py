@@ -20,7 +20,6 @@ BatchNorm `num_batches_tracked` is dropped. Every unmapped, missing or mis-shape
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,8 +113,8 @@ def cme_rules(source: str = "", target: str = "") -> tuple[Rule, ...]:
         Rule(rf"{block}\.self_attn\.out_proj\.bias", f"{t}transformerBlock.self_attn.proj.bias"),
         Rule(rf"{block}\.(linear[12])\.weight", rf"{t}transformerBlock.\1.kernel", linear),
         Rule(rf"{block}\.(linear[12])\.bias", rf"{t}transformerBlock.\1.bias"),
-        Rule(rf"{block}\.(norm[13])\.weight", rf"{t}transformerBlock.\1.scale"),
-        Rule(rf"{block}\.(norm[13])\.bias", rf"{t}transformerBlock.\1.bias"),
+        Rule(rf"{block}\.(norm[123])\.weight", rf"{t}transformerBlock.\1.scale"),
+        Rule(rf"{block}\.(norm[123])\.bias", rf"{t}transformerBlock.\1.bias"),
         Rule(rf"{s}decision_token\.weight", f"{t}decision_token"),
         Rule(rf"{s}decision_class_head\.weight", f"{t}decision_class_head.kernel", linear),
         Rule(rf"{s}decision_class_head\.bias", f"{t}decision_class_head.bias"),
@@ -125,10 +124,9 @@ def cme_rules(source: str = "", target: str = "") -> tuple[Rule, ...]:
 def convert_cme(state_dict: Mapping[str, Any], abstract_cme: nnx.Module, *, prefix: str = "",
                 source: str = "conditional memory encoder") -> nnx.Module:
     """An official `ConditionalMemoryEncoder` state dict (keys under `prefix`) -> a concrete module like
-    `abstract_cme`; the officially unused `transformerBlock.norm2` is ignored."""
+    `abstract_cme` (the officially unused `transformerBlock.norm2` included)."""
     sd = {k: np.asarray(v) for k, v in state_dict.items() if k.startswith(prefix)}
     state = nnx.state(abstract_cme, nnx.Not(nnx.RngState))
-    ignore = (re.escape(prefix) + r"transformerBlock\.norm2\..*",)
-    arrays = map_state_dict(sd, cme_rules(prefix), state, ignore=ignore, source=source)
+    arrays = map_state_dict(sd, cme_rules(prefix), state, source=source)
     return merge_into_model(abstract_cme, arrays)
 

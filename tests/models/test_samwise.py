@@ -109,7 +109,7 @@ def test_conditional_memory_encoder_matches_the_official_code():
     with np.load(CME_FIXTURE) as data:
         fx = {k: data[k] for k in data.files}
     state = {k.removeprefix("state/"): v for k, v in fx.items() if k.startswith("state/")}
-    assert any("norm2" in k for k in state)  # built but unused officially: ignored by the converter
+    assert any("norm2" in k for k in state)  # built but unused officially: loaded all the same
     cme = convert_cme(state, nnx.eval_shape(lambda: ConditionalMemoryEncoder(32, rngs=nnx.Rngs(0))), prefix="cme.")
     logits = np.asarray(cme(jnp.asarray(fx["zero"]), jnp.asarray(fx["two"])))
     np.testing.assert_allclose(logits, fx["logits"], atol=_bound(fx["logits"], 4), rtol=0)
@@ -118,3 +118,21 @@ def test_conditional_memory_encoder_matches_the_official_code():
     assert float(jnp.abs(train_a - train_b).max()) > 0  # dropout 0.1 acts in training
     with pytest.raises(ValueError, match="two \\(B, C\\) object pointers"):
         cme(jnp.zeros((3, 32)), jnp.zeros((2, 32)))
+
+
+def test_trainable_parameter_count_of_b_plus():
+    """Adapters after Hiera-B+ stages 2-4 (224 / 448 / 896 channels, HSA patches 8 / 4 / 2), the CME and
+    project_text (an MLP 768 -> 256 -> 256 -> 256): 5,235,906 trainable parameters (spec 1.5), via eval_shape."""
+    from models.samwise import ConditionalMemoryEncoder
+
+    def count(module):
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+    adapters = [count(nnx.eval_shape(lambda c=c, p=p: CMTAdapter(c, 768, 256, hsa_patch_size=p, rngs=nnx.Rngs(0))))
+                for c, p in ((224, 8), (448, 4), (896, 2))]
+    assert adapters == [1_381_056, 1_483_904, 1_711_104]
+    cme = count(nnx.eval_shape(lambda: ConditionalMemoryEncoder(256, rngs=nnx.Rngs(0))))
+    assert cme == 331_394
+    project_text = (768 * 256 + 256) + 2 * (256 * 256 + 256)  # the prompt encoder's MLP: not built here yet
+    assert sum(adapters) + cme + project_text == 5_235_906
+
