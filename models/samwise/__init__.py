@@ -9,7 +9,7 @@ from models.samwise.adapter import (
     HierarchicalSelectiveAttention,
     sine_time_embedding,
 )
-from models.samwise.cme import ConditionalMemoryEncoder, SelfAttentionBlock
+from models.samwise.cme import ConditionalMemoryEncoder, SelfAttentionBlock, project_text
 from models.samwise.convert import adapter_rules, cme_rules, convert_cme, convert_cmt_adapter, split_mha_in_proj
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "cme_rules",
     "convert_cme",
     "convert_cmt_adapter",
+    "project_text",
     "sine_time_embedding",
     "split_mha_in_proj",
 ]

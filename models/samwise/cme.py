@@ -66,3 +66,14 @@ class ConditionalMemoryEncoder(nnx.Module):
         sequence = jnp.stack([token, obj_ptr_zero, obj_ptr_two], axis=1)  # (B, 3, C)
         out = self.transformerBlock(sequence, train=train, rngs=rngs)
         return self.decision_class_head(out[:, 0])
+
+
+def project_text(text_dim: int = 768, embed_dim: int = 256, *, dtype: Any = None, param_dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs):
+    """SAMWISE's `sam_prompt_encoder.project_text`: a 3-layer ReLU MLP (text width -> SAM width -> SAM width -> SAM
+    width; `layers.0..2` as officially) that turns the text state (the RoBERTa class token after the early fusion)
+    into one sparse prompt token for SAM2's mask decoder. Trained (the official commit 11af2c7)."""
+    from models.sam2.layers import MLP
+
+    return MLP(text_dim, embed_dim, embed_dim, 3, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+

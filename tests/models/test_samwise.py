@@ -122,8 +122,8 @@ def test_conditional_memory_encoder_matches_the_official_code():
 
 def test_trainable_parameter_count_of_b_plus():
     """Adapters after Hiera-B+ stages 2-4 (224 / 448 / 896 channels, HSA patches 8 / 4 / 2), the CME and
-    project_text (an MLP 768 -> 256 -> 256 -> 256): 5,235,906 trainable parameters (spec 1.5), via eval_shape."""
-    from models.samwise import ConditionalMemoryEncoder
+    project_text (a 3-layer MLP 768 -> 256 -> 256 -> 256): 5,235,906 trainable parameters (spec 1.5), via eval_shape."""
+    from models.samwise import ConditionalMemoryEncoder, project_text
 
     def count(module):
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
@@ -133,6 +133,7 @@ def test_trainable_parameter_count_of_b_plus():
     assert adapters == [1_381_056, 1_483_904, 1_711_104]
     cme = count(nnx.eval_shape(lambda: ConditionalMemoryEncoder(256, rngs=nnx.Rngs(0))))
     assert cme == 331_394
-    project_text = (768 * 256 + 256) + 2 * (256 * 256 + 256)  # the prompt encoder's MLP: not built here yet
-    assert sum(adapters) + cme + project_text == 5_235_906
+    text = count(nnx.eval_shape(lambda: project_text(768, 256, rngs=nnx.Rngs(0))))
+    assert text == 328_448
+    assert sum(adapters) + cme + text == 5_235_906
 
