@@ -30,7 +30,6 @@ from flax import nnx
 
 from models.maskalign.convert import export_official_state_dict
 from models.maskalign.model import MaskAlign
-from zoo import data as data_lib
 from zoo.tasks import register_task
 from zoo.tasks.base import Task
 from zoo.tasks.classification import image_transform_from_config
@@ -135,15 +134,8 @@ class MaskAlignTask(Task):
         return image_transform_from_config(self.data_config, train=train, default_scale=(0.2, 1.0))
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
-        pipeline = data_lib.make_pipeline(
-            self.data_source("train"),
-            batch_size=int(self.config.batch_size),
-            train=True,
-            transform=self._transform(train=True),
-            seed=seed,
-            process_index=process_index,
-            process_count=process_count,
-        )
+        pipeline = self.train_pipeline(self._transform(train=True), seed=seed, process_index=process_index,
+                                       process_count=process_count)
         return iter(pipeline)
 
     def eval_batches(self, *, process_index: int, process_count: int):

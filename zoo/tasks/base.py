@@ -204,6 +204,23 @@ class Task:
         spec = self.config.data[which]
         return data_lib.get_source(spec.name, split=spec.get("split", which), **dict(spec.get("kwargs", {}) or {}))
 
+    def train_pipeline(self, transform, *, seed: int, process_index: int, process_count: int, source=None,
+                       **kwargs):
+        """The shuffled, repeating host-sharded pipeline over `config.data.train` (or `source`) at the global batch
+        size; `kwargs` go to `zoo.data.make_pipeline` (batch_transform, worker_count, ...)."""
+        from zoo import data as data_lib
+
+        return data_lib.make_pipeline(
+            source if source is not None else self.data_source("train"),
+            batch_size=int(self.config.batch_size),
+            train=True,
+            transform=transform,
+            seed=seed,
+            process_index=process_index,
+            process_count=process_count,
+            **kwargs,
+        )
+
     def eval_pipeline(self, transform, *, process_index: int, process_count: int):
         """One padded pass over `config.data.eval` (padding rows have `_mask` False), or None without an eval set."""
         from zoo import data as data_lib

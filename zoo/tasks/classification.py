@@ -77,16 +77,9 @@ class ClassificationTask(Task):
         return image_transform_from_config(self.data_config, train=train)
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
-        pipeline = data_lib.make_pipeline(
-            self.data_source("train"),
-            batch_size=int(self.config.batch_size),
-            train=True,
-            transform=self._transform(train=True),
-            seed=seed,
-            batch_transform=mixup_from_config(self.data_config, self.num_classes),
-            process_index=process_index,
-            process_count=process_count,
-        )
+        pipeline = self.train_pipeline(self._transform(train=True), seed=seed, process_index=process_index,
+                                       process_count=process_count,
+                                       batch_transform=mixup_from_config(self.data_config, self.num_classes))
         return iter(pipeline)
 
     def eval_batches(self, *, process_index: int, process_count: int):

@@ -145,15 +145,10 @@ class VideoClassificationTask(Task):
 
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
         source = self.data_source("train")
-        pipeline = data_lib.make_pipeline(
-            source,
-            batch_size=int(self.config.batch_size),
-            train=True,
-            transform=self._transform(train=True),
-            seed=seed,
+        pipeline = self.train_pipeline(
+            self._transform(train=True), seed=seed, process_index=process_index, process_count=process_count,
+            source=source,
             batch_transform=mixup_from_config(self.data_config, self.num_classes, image_key=VIDEO_KEY),
-            process_index=process_index,
-            process_count=process_count,
             worker_count=int(self.data_config.get("worker_count", 0)),
         )
         steps_per_epoch = len(source) // int(self.config.batch_size)
