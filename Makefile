@@ -35,11 +35,17 @@ LIBTPU_VERSION ?= 0.0.42.1
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test .libtpu/libtpu/libtpu.so system-data
 
-# Real data that ships in Debian packages (opencv-doc: digits.png, vtest.avi, photos). Needs root + apt.
+# Real data that ships in Debian packages (opencv-doc: digits.png, vtest.avi, photos; assimp-testmodels: the textured
+# Collada duck of zoo/data/wild_scene.py). Needs root + apt.
+SYSTEM_DATA := /usr/share/doc/opencv-doc/examples/data/digits.png:opencv-doc \
+	/usr/share/assimp/models/Collada/duck.dae:assimp-testmodels
 system-data:
-	@if [ ! -f /usr/share/doc/opencv-doc/examples/data/digits.png ]; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc; \
-		else echo "note: opencv-doc missing (apt-get install opencv-doc); tests using it will skip locally"; fi; \
+	@missing=""; for entry in $(SYSTEM_DATA); do \
+		[ -f "$${entry%%:*}" ] || missing="$$missing $${entry##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else echo "note:$$missing missing (apt-get install$$missing); tests using them will skip locally"; fi; \
 	fi
 
 train: install
