@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.data.refvos import resize_and_pad
+from zoo.data.refvos_clips import resize_and_pad
 from zoo.data.sources import _check_index
 from zoo.data.video import VTEST_PATH, _cache_dir, vtest_frames_and_masks
 

@@ -31,14 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.data.refvos import (
-    RefVOSFormatError,
-    _load_json,
-    _require_dir,
-    clean_caption,
-    resize_and_pad,
-    rle_decode,
-)
+from zoo.data.refvos import _load_json, _require_dir, clean_caption
+from zoo.data.refvos_clips import RefVOSFormatError, resize_and_pad, rle_decode
 from zoo.data.sources import _check_index, load_image_rgb
 
 DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd", "refclef": "unc"}
