@@ -164,6 +164,13 @@ def test_mevis_union_of_anno_ids_and_null_frames(tmp_path):
         np.testing.assert_array_equal(both["masks"][t], union)
         np.testing.assert_array_equal(single["masks"][t], _ids(t) == 1)
     assert zd.get_source(f"mevis:{root}", split="train").sampling == "global"
+    # "valid" has no mask_dict.json (scored on the server): whole videos, no masks
+    _write_video(root / "valid" / "JPEGImages" / "v9", names[:2])
+    (root / "valid" / "meta_expressions.json").write_text(
+        json.dumps({"videos": {"v9": {"frames": names[:2], "expressions": {"0": {"exp": "x", "anno_id": []}}}}})
+    )
+    valid = refvos.mevis(root, split="valid", size=None)
+    assert valid.sampling == "all" and "masks" not in valid[0] and valid[0]["frames"].shape == (2, H, W, 3)
 
 
 def test_rle_matches_pycocotools_strings():
@@ -488,3 +495,19 @@ def test_vtest_referring_masks_and_expressions(vtest_sets):
     assert {"the two people walking together"} & texts
     resized = zd.get_source("vtest_referring", split="eval", size=64)[0]
     assert resized["frames"].shape == (8, 64, 64, 3) and tuple(resized["size"]) == (48, 64)
+
+
+def test_vtest_referring_build_is_deterministic(vtest_sets):
+    from zoo.data import refvos_embedded
+
+    built = refvos_embedded.build_vtest_referring()  # the cached build
+    labels = built["data"]["labels"]
+    assignment, counts = refvos_embedded.track_blobs(labels)
+    np.testing.assert_array_equal(assignment, built["assignment"])
+    assert counts == built["counts"]
+    stats = refvos_embedded._blob_stats(labels)
+    again = [
+        [start, [list(e) for e in refvos_embedded.clip_expressions(stats, assignment, counts, start, 8)]]
+        for start, _ in built["clips"]
+    ]
+    assert again == [[start, [list(e) for e in exps]] for start, exps in built["clips"]]

@@ -5,25 +5,30 @@
                           # "frame_ids" = frame numbers of vtest.avi) plus "kind" (which rule made the expression)
 
 Masks are `zoo.data.video.vtest_frames_and_masks` (background subtraction, specs/offline_data.md 2e) over the whole
-video (795 frames, every `frame_step`-th, half resolution). Blobs are linked across frames by IoU, as the spec says,
-after shifting each track's mask by its last displacement (people are ~12 px wide and move ~5 px per step, so plain
-IoU loses most of them; `zoo.data.video.link_blobs` is the uncompensated version). A blob matched by two tracks is a
-merge: both end and a group track of their summed head count starts; a track whose predicted mask spreads over two
-blobs splits the same way. Blobs of fewer than `min_area` pixels are fragments and ignored.
+video (795 frames, every `frame_step`-th = 265 frames, half resolution 288 x 384). Blobs are linked across frames by
+IoU, as the spec says, but after moving the track's mask onto the candidate (centroid to centroid), gated by the
+constant-velocity prediction and the area ratio: people are ~15 px wide and walk ~14 px per step, so plain IoU
+(`zoo.data.video.link_blobs`) loses most of them (see `track_blobs`). Blobs of two or more tracks are merges (a group
+track with their summed head count starts) and spread tracks split. Blobs under `min_area` px are fragments.
 
-Clips: T consecutive sampled frames every `clip_stride` frames in which every person blob belongs to a track that
-spans the whole clip (so "the leftmost person" is never wrong about an untracked one). Expressions come from what
-the tracks do over the clip; a rule speaks only when its referent is unambiguous:
-- "leftmost" / "rightmost": the blob whose centroid is left (right) of every other blob's by `margin` px in every
-  frame; "nearest" / "farthest": lowest (highest) feet in the image likewise (the camera looks down on the square);
-- "left" / "right" / "towards" / "away": the dominant direction of a track that moved at least `min_motion` px;
-  one such person gives "the person walking to the left", several give "the people walking to the left" (their
-  union: MeViS-style multi-object expressions); "still": moved less than `min_motion / 2`;
-- "group": a track of a merge of two people gives "the two people walking together" (or more: "the group of
-  three people"), when it is the only group in the clip; "fastest": 1.5x the path length of anyone else.
-Phrasings rotate deterministically among a few synonyms. Split by time: "train" clips lie in the first
-1 - `eval_fraction` of the frames, "eval" clips in the rest. Tracks and expressions are cached under `$ZOO_CACHE_DIR`
-(the frames and masks by `vtest_frames_and_masks` itself).
+Clips: T consecutive sampled frames every `clip_stride` frames. Referents are tracks spanning the whole clip whose
+blob stays one referent (area within 2x over the clip; a single person never box-wide, width >= 0.6 height, which
+marks a merge the tracker missed); the other blobs (people entering or leaving, fragments) still count against
+them. Expressions come from what the tracks do over the clip; a rule speaks only when its referent is unambiguous:
+- "leftmost" / "rightmost": the centroid is left (right) of every other blob's by `margin` px in every frame;
+  "nearest" / "farthest": lowest (highest) feet in the image likewise (the camera looks down on the square);
+- "left" / "right" / "towards" / "away": the dominant direction of a track that moved at least `min_motion` px
+  between the first and last frame; one such person gives "the person walking to the left", several give "the
+  people walking to the left" (their union: MeViS-style multi-object expressions); "still": moved less than
+  `min_motion / 2`. Not made when another (partial) track or a group moves the same way;
+- "group": the only group of the clip, "the two people walking together" (a merge of two), "the group of three
+  people", or "the people walking together" (box-wide from the start, head count unknown);
+- "fastest": 1.5x the path length of anyone else, in clips where every blob is a referent.
+Phrasings rotate deterministically among a few synonyms ("the leftmost person", "the person on the far left", ...);
+"kind" names the rule. Split by time: "train" clips lie in the first 1 - `eval_fraction` of the frames, "eval"
+clips in the rest (with the defaults 151 train and 27 eval examples, 11 kinds, ~45 distinct expressions). Tracks
+and expressions are cached under `$ZOO_CACHE_DIR` (the frames and masks by `vtest_frames_and_masks` itself); the
+whole build is deterministic.
 """
 
 from __future__ import annotations
@@ -105,9 +110,9 @@ def track_blobs(
 ) -> tuple[np.ndarray, dict[int, int]]:
     """Link the blobs of a label video into tracks (module docstring).
 
-    A track continues on the blob nearest its constant-velocity prediction (within a radius of half its height, or
-    its height for a track without a velocity yet) whose area is within 0.6x..1.6x of its own and whose IoU with the
-    track's mask moved onto it (centroid to centroid) is at least `min_iou`; greedy by IoU. Of the rest, a blob that
+    A track can continue on a blob within half its height of its constant-velocity prediction (its full height for
+    a track without a velocity yet), of an area within 1 / `max_ratio` .. `max_ratio` of its own, whose IoU with the
+    track's mask moved onto it (centroid to centroid) is at least `min_iou`; pairs are taken greedily by IoU. Of the rest, a blob that
     holds at least `min_cover` of the predicted masks of two or more tracks is their merge, and a track whose
     predicted mask holds at least half of two or more blobs splits into them. Returns (assignment (F, max_blob + 1)
     int32: the track id of each blob of each frame, -1 for none; track id -> head count).
