@@ -27,9 +27,8 @@ them. Expressions come from what the tracks do over the clip; a rule speaks only
 Phrasings rotate deterministically among a few synonyms ("the leftmost person", "the person on the far left", ...);
 "kind" names the rule. Split by time: "train" clips lie in the first 1 - `eval_fraction` of the frames, "eval"
 clips in the rest (with the defaults 151 train examples in 76 clips, 11 kinds, 42 distinct expressions; 27 eval
-examples in 13 clips, 6 kinds). Tracks
-and expressions are cached under `$ZOO_CACHE_DIR` (the frames and masks by `vtest_frames_and_masks` itself); the
-whole build is deterministic.
+examples in 13 clips, 6 kinds). Tracks and expressions are cached under `$ZOO_CACHE_DIR` (the frames and masks by
+`vtest_frames_and_masks` itself); the whole build is deterministic.
 """
 
 from __future__ import annotations
