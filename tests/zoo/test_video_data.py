@@ -264,6 +264,57 @@ def test_video_direction_speed_real_clips():
     assert motion[0] < motion[1] < motion[2]
 
 
+def _shift_estimate(first: np.ndarray, second: np.ndarray, reach: int) -> tuple[int, int]:
+    """The integer (dy, dx) that best maps `first` onto `second` (second[y, x] ~ first[y - dy, x - dx])."""
+    a, b = first.astype(np.float64).mean(-1), second.astype(np.float64).mean(-1)
+    size = a.shape[0]
+    errors = {}
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            inner_b = b[max(dy, 0) : size + min(dy, 0), max(dx, 0) : size + min(dx, 0)]
+            inner_a = a[max(-dy, 0) : size + min(-dy, 0), max(-dx, 0) : size + min(-dx, 0)]
+            errors[(dy, dx)] = np.abs(inner_a - inner_b).mean()
+    return min(errors, key=errors.get)
+
+
+def test_video_pan_direction_real_clips():
+    try:
+        for name in video_direction.DEFAULT_VIDEOS:
+            video_direction.offline_video_path(name)
+    except FileNotFoundError as error:
+        if in_ci():
+            raise
+        pytest.skip(str(error))
+    train = zd.get_source("video_pan_direction", split="train")
+    evaluation = zd.get_source("video_pan_direction", split="eval")
+    assert train.num_classes == 4 and np.bincount(train.labels).tolist() == [len(train) // 4] * 4
+    assert train[0]["video"].shape == (8, 64, 64, 3) and train[0]["video"].dtype == np.uint8
+    # Disjoint time ranges per video.
+    for video_id in range(len(train.frames)):
+        train_end = max(int(s) + 8 for v, s, *_ in train.entries if v == video_id)
+        eval_start = min(int(s) for v, s, *_ in evaluation.entries if v == video_id)
+        assert train_end <= eval_start
+    # Left / right (up / down) paths of one window visit the same positions in the opposite order of time: as sets
+    # of (position) they are the same, so the direction is only in the order.
+    for first in range(0, 40, 4):
+        for a, b in ((0, 1), (2, 3)):
+            np.testing.assert_array_equal(train.window_corners(first + a), train.window_corners(first + b)[::-1])
+    # The content really moves against the window: on vtest (static camera), the best integer shift between
+    # consecutive frames is minus the window's step, for most frame pairs.
+    expected = {0: (0, 1), 1: (0, -1), 2: (1, 0), 3: (-1, 0)}  # label -> content motion (dy, dx) per px of speed
+    hits = total = 0
+    for index in range(0, 200, 5):  # vtest windows come first
+        example = train[index]
+        speed, label = int(example["speed"]), int(example["label"])
+        for t in range(0, 7, 3):
+            estimate = _shift_estimate(example["video"][t], example["video"][t + 1], reach=4)
+            hits += estimate == tuple(speed * v for v in expected[label])
+            total += 1
+    assert hits / total > 0.8, (hits, total)
+    with pytest.raises(ValueError, match="does not fit"):
+        zd.get_source("video_pan_direction", split="train", short_side=64)
+
+
 _TFDS_VIDEO_SCRIPT = r"""
 import sys, json
 import numpy as np

@@ -17,9 +17,9 @@ This package never imports `models`, `kernels` or the trainer.
     batch = zd.to_global_arrays(next(iterator), sharding)                  # image f32 NHWC, label (N, K), _mask
 
 Video: `get_source("videofolder:<path>" | "videolist:<file>" | "ssv2:<root>" | "tfdsvideo:<name>", num_frames=8)`
-or the embedded "video_direction_speed"; `make_video_transform` (the ILA clip recipe), `Mixup` on (N, T, H, W, C),
+or the embedded "video_direction_speed" and "video_pan_direction"; `make_video_transform` (the ILA clip recipe), `Mixup` on (N, T, H, W, C),
 `make_pipeline(..., worker_count=2)` to decode in grain worker processes, `aggregate_view_scores` for the
-multi-view test protocol (zoo.data.video_io, video_sampling, video_transforms, video_sources, video_direction).
+multi-view test protocol (zoo.data.video_io, video_sampling, video_transforms, video_sources, video_direction, video_pan).
 """
 
 from zoo.data.colmap import ColmapFormatError, ColmapSource, Scene, SceneImage, colmap_source, load_scene
@@ -43,6 +43,7 @@ from zoo.data.transforms import (
 )
 from zoo.data.video_direction import DIRECTION_SPEED_CLASSES, DirectionSpeedSource, video_direction_speed
 from zoo.data.video_io import VideoDecodeError, VideoInfo, decode_all_frames, probe_video, read_frames
+from zoo.data.video_pan import PAN_CLASSES, PanDirectionSource, video_pan_direction
 from zoo.data.video_sampling import multi_clip_indices, segment_indices, strided_indices
 from zoo.data.video_sources import TfdsVideoSource, VideoClipSource, ssv2, video_folder, video_list
 from zoo.data.video_transforms import aggregate_view_scores, flatten_views, make_video_transform, view_accuracy
@@ -53,6 +54,7 @@ __all__ = [
     "IMAGENET_STD",
     "INDEX_KEY",
     "MASK_KEY",
+    "PAN_CLASSES",
     "SKIPPED_KEY",
     "ArraySource",
     "ColmapFormatError",
@@ -63,6 +65,7 @@ __all__ = [
     "ImageFolderSource",
     "Mixup",
     "Normalize",
+    "PanDirectionSource",
     "Pipeline",
     "RandAugment",
     "RandomErasing",
@@ -107,5 +110,6 @@ __all__ = [
     "video_direction_speed",
     "video_folder",
     "video_list",
+    "video_pan_direction",
     "view_accuracy",
 ]  # fmt: skip
