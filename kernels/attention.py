@@ -5,9 +5,14 @@ Layout: q [batch, seq_q, heads, head_dim], k and v [batch, seq_k, heads, head_di
 shape, True where a query may attend to a key. Rows with no key to attend to (fully masked) produce zeros, in the
 forward and the backward pass, on every path.
 
-Paths: `impl="xla"` is plain jnp (f32 softmax); `impl="pallas"` is the flash-attention kernel in
-`kernels.flash_attention` (Triton on GPU, Mosaic on TPU, `interpret=True` on CPU); `impl="auto"` picks Pallas on
-GPU/TPU and XLA on CPU.
+Paths: `impl="xla"` is plain jnp (f32 softmax over materialised logits, the reference); `impl="xla_chunked"` is
+jnp too, but streams the keys in chunks with an online softmax (flash-style: a running row maximum, denominator and
+f32 output accumulator, one `lax.scan` step per chunk), so the [seq_q, seq_k] logits never exist at once and each
+chunk's logits stay in cache; `impl="pallas"` is the flash-attention kernel in `kernels.flash_attention` (Triton on
+GPU, Mosaic on TPU, `interpret=True` on CPU). `impl="auto"` picks Pallas on GPU/TPU; on CPU it picks the chunked path
+for long key sequences (`use_chunked`: at least `CHUNKED_MIN_KEYS` keys and `CHUNKED_MIN_LOGITS` logits per batch
+and head; e.g. SAM2 memory attention, 1024 queries over ~9k memory tokens, runs 2x faster) and the plain path
+otherwise. Both XLA paths give the same result up to float rounding (the chunked one sums in another order).
 """
 
 from __future__ import annotations
@@ -81,6 +86,100 @@ def attention_xla(q, k, v, *, bias=None, mask=None, scale=None):
     return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v).astype(out_dtype)
 
 
+# impl="auto" on CPU streams the keys (`attention_xla_chunked`) from this many keys and this many logits per batch and
+# head on; below, the materialised logits are small enough that the plain path is as fast (measured on 2 CPU cores,
+# head_dim 16-256: chunking breaks even around 2k keys x 1k queries and wins 2x at 9k keys).
+CHUNKED_MIN_KEYS = 2048
+CHUNKED_MIN_LOGITS = 1 << 21
+# Keys per online-softmax step: [seq_q, 512] f32 logits per (batch, head) are 2 MiB at 1k queries, which stays in cache.
+KEY_CHUNK = 512
+
+
+def _key_chunks(x, num_keys: int, num_chunks: int, chunk: int, pad_value):
+    """A rank-4 bias/mask [..., seq_k or 1] as scan inputs [num_chunks, ..., chunk] (padded keys get `pad_value`), or
+    None for x None; an x broadcast along keys (last dim 1) is returned as is, the same for every chunk."""
+    if x is None or x.shape[-1] == 1:
+        return x
+    pad = num_chunks * chunk - num_keys
+    if pad:
+        x = jnp.pad(x, [(0, 0)] * 3 + [(0, pad)], constant_values=pad_value)
+    return jnp.moveaxis(x.reshape(*x.shape[:-1], num_chunks, chunk), -2, 0)
+
+
+def attention_xla_chunked(q, k, v, *, bias=None, mask=None, scale=None, key_chunk: int = KEY_CHUNK):
+    """Attention with an online softmax over chunks of `key_chunk` keys (flash-style, plain jnp; see module doc).
+
+    Same layout, arguments and result as `attention_xla` (fully masked rows give zeros); the scan is differentiated
+    by JAX (the running maxima carry no gradient: the shift cancels), so the backward pass keeps one chunk of
+    probabilities per step, as much as the plain path keeps in all.
+    """
+    check_inputs(q, k, v, bias, mask)
+    if key_chunk < 1:
+        raise ValueError(f"key_chunk must be a positive number of keys; got {key_chunk}")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    batch, num_queries, heads, head_dim = q.shape
+    num_keys = k.shape[1]
+    num_chunks = -(-num_keys // key_chunk)
+    if num_chunks == 1:
+        return attention_xla(q, k, v, bias=bias, mask=mask, scale=scale)
+    pad = num_chunks * key_chunk - num_keys
+    bias = None if bias is None else bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
+    mask = None if mask is None else mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    if pad:  # padded keys must not be attended to: give them a mask when there is none along keys
+        if mask is None:
+            mask = jnp.ones((1, 1, 1, num_keys), bool)
+        elif mask.shape[-1] == 1:
+            mask = jnp.broadcast_to(mask, (*mask.shape[:-1], num_keys))
+        k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (k, v))
+    guarded = bias is not None or mask is not None  # rows may have no finite logit in a chunk, or in all
+
+    def chunked(x):  # [B, K, H, D] -> [num_chunks, B, H, key_chunk, D]
+        return jnp.moveaxis(x.reshape(batch, num_chunks, key_chunk, heads, head_dim), 1, 0).transpose(0, 1, 3, 2, 4)
+
+    bias_chunks = _key_chunks(bias, num_keys, num_chunks, key_chunk, 0.0)
+    mask_chunks = _key_chunks(mask, num_keys, num_chunks, key_chunk, False)
+    scanned = {"k": chunked(k), "v": chunked(v)}
+    if bias_chunks is not None and bias_chunks.ndim == 5:
+        scanned["bias"] = bias_chunks
+    if mask_chunks is not None and mask_chunks.ndim == 5:
+        scanned["mask"] = mask_chunks
+    q_bhqd = q.transpose(0, 2, 1, 3)
+
+    def step(carry, xs):
+        row_max, denom, acc = carry
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q_bhqd, xs["k"], preferred_element_type=jnp.float32) * scale
+        chunk_bias = xs.get("bias", bias_chunks)
+        if chunk_bias is not None:
+            logits = logits + chunk_bias.astype(jnp.float32)
+        chunk_mask = xs.get("mask", mask_chunks)
+        if chunk_mask is not None:
+            logits = jnp.where(chunk_mask, logits, -jnp.inf)
+        new_max = jnp.maximum(row_max, jax.lax.stop_gradient(jnp.max(logits, axis=-1)))
+        # Rows with no finite logit so far (max -inf) shift by 0: their weights are exp(-inf) = 0, not NaN.
+        shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0) if guarded else new_max
+        weights = jnp.exp(logits - shift[..., None])
+        rescale = jnp.exp(row_max - shift)  # 0 on the first chunk (row_max -inf)
+        denom = denom * rescale + jnp.sum(weights, axis=-1)
+        update = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), xs["v"], preferred_element_type=jnp.float32)
+        return (new_max, denom, acc * rescale[..., None] + update), None
+
+    init = (
+        jnp.full((batch, heads, num_queries), -jnp.inf, jnp.float32),
+        jnp.zeros((batch, heads, num_queries), jnp.float32),
+        jnp.zeros((batch, heads, num_queries, head_dim), jnp.float32),
+    )
+    (_, denom, acc), _ = jax.lax.scan(step, init, scanned)
+    if guarded:  # fully masked rows: denominator 0, accumulator 0 -> output 0
+        denom = jnp.where(denom == 0, 1.0, denom)
+    out_dtype = jnp.result_type(q.dtype, k.dtype, v.dtype)
+    return (acc / denom[..., None]).transpose(0, 2, 1, 3).astype(out_dtype)
+
+
+def use_chunked(num_queries: int, num_keys: int) -> bool:
+    """Whether `impl="auto"` runs the chunked online-softmax path on CPU for these sequence lengths."""
+    return num_keys >= CHUNKED_MIN_KEYS and num_queries * num_keys >= CHUNKED_MIN_LOGITS
+
+
 def attention(q, k, v, *, bias=None, mask=None, scale: float | None = None, impl: str = "auto"):
     """Scaled dot-product attention, softmax(q k^T * scale + bias, masked) v.
 
@@ -91,15 +190,24 @@ def attention(q, k, v, *, bias=None, mask=None, scale: float | None = None, impl
         is reduced over the dims it was broadcast along).
       mask: optional boolean array broadcastable to [batch, heads, seq_q, seq_k]; True = may attend.
       scale: logit scale, default head_dim ** -0.5 (a Python float).
-      impl: "auto" (Pallas on GPU/TPU, XLA on CPU), "xla", or "pallas" (interpret mode on CPU).
+      impl: "auto" (Pallas on GPU/TPU; on CPU the chunked XLA path for long keys, see `use_chunked`, else the plain
+        one), "xla" (plain, materialised logits), "xla_chunked" (online softmax over key chunks) or "pallas"
+        (interpret mode on CPU).
 
     Returns:
       [batch, seq_q, heads, head_dim] in the inputs' dtype.
     """
-    if impl not in ("auto", "xla", "pallas"):
-        raise ValueError(f"impl must be 'auto', 'xla' or 'pallas'; got {impl!r}")
+    if impl not in ("auto", "xla", "xla_chunked", "pallas"):
+        raise ValueError(f"impl must be 'auto', 'xla', 'xla_chunked' or 'pallas'; got {impl!r}")
     if impl == "pallas" or (impl == "auto" and jax.default_backend() in ("gpu", "tpu")):
         from kernels.flash_attention import attention_pallas
 
         return attention_pallas(q, k, v, bias=bias, mask=mask, scale=scale)
+    if impl == "xla_chunked" or (
+        impl == "auto"
+        and getattr(k, "ndim", 0) == 4
+        and getattr(q, "ndim", 0) == 4
+        and use_chunked(q.shape[1], k.shape[1])
+    ):
+        return attention_xla_chunked(q, k, v, bias=bias, mask=mask, scale=scale)
     return attention_xla(q, k, v, bias=bias, mask=mask, scale=scale)

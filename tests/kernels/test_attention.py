@@ -1,8 +1,10 @@
-"""Attention kernels: Pallas (interpret mode on CPU) vs the XLA path vs a naive softmax written here.
+"""Attention kernels: Pallas (interpret mode on CPU) and the chunked XLA path vs the XLA path vs a naive softmax
+written here.
 
 Outputs and gradients wrt q, k, v and bias are compared over shapes the models use: relative-position biases broadcast
 over batch, key-padding masks, cross attention with seq_k >> seq_q, lengths that are not multiples of the block,
-head_dim 32/64/80/128, float32 and bfloat16. Small blocks are passed so every case loops over several blocks.
+head_dim 32/64/80/128, float32 and bfloat16. Small blocks (and key chunks) are passed so every case loops over several
+blocks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from kernels import attention
-from kernels.attention import attention_xla
+from kernels.attention import CHUNKED_MIN_KEYS, attention_xla, attention_xla_chunked, use_chunked
 from kernels.flash_attention import attention_pallas
 
 
@@ -187,7 +189,88 @@ def test_bfloat16_within_bf16_tolerance(case, formulation):
             assert error < 2e-2, f"{label} {name}: max error {error:.3g} relative to max |value|"
 
 
-@pytest.mark.parametrize("impl", ["pallas", "pallas-streamed", "xla"])
+# Key chunks of the online-softmax XLA path per float32 case: several chunks, the last one partial (padded keys).
+CHUNKS = {
+    "vit197_relbias_keypad_hd80": 64,
+    "cross16x1030_keybias_hd32": 128,
+    "full_bias_full_mask_hd64": 32,
+    "rank2_bias_and_mask_hd128": 10,
+}
+
+
+@pytest.mark.parametrize("case", list(F32_CASES))
+def test_chunked_xla_matches_plain_xla_and_naive(case):
+    """The online softmax over key chunks gives the plain path's output and gradients (q, k, v, bias) within the
+    rounding of what they sum, with biases and masks broadcast along and across keys and fully masked rows."""
+    batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, _, _ = F32_CASES[case]
+    inputs = make_inputs(
+        6, batch, seq_q, seq_k, heads, head_dim, jnp.float32, bias_shape, mask_shape, empty_row=mask_shape is not None
+    )
+    chunk = CHUNKS[case]
+    assert seq_k > 2 * chunk and seq_k % chunk, "the case must loop over several chunks, the last one padded"
+    chunked = functools.partial(attention_xla_chunked, key_chunk=chunk)
+    out_c, grads_c = outputs_and_grads(chunked, *inputs)
+    out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
+    out_n, grads_n = outputs_and_grads(naive_attention, *inputs)
+    magnitude = summed_magnitudes(*inputs)
+    assert out_c.shape == (batch, seq_q, heads, head_dim) and out_c.dtype == jnp.float32
+    for name, got_c, got_x, want in zip(
+        ["out", "dq", "dk", "dv", "dbias"], [out_c, *grads_c], [out_x, *grads_x], [out_n, *grads_n]
+    ):
+        assert got_c.shape == want.shape, name
+        assert np.isfinite(np.asarray(got_c)).all(), name
+        bound = F32_ULPS * np.finfo(np.float32).eps * magnitude[name]
+        assert_within(got_c, want, bound, f"chunked vs naive: {name}")
+        assert_within(got_c, got_x, 2 * bound, f"chunked vs plain xla: {name}")
+
+
+def test_chunked_xla_bfloat16_and_key_mask_only():
+    """bf16 inputs (bf16 probabilities into the PV product, f32 accumulation) and a [B, Nk] key mask broadcast
+    over heads and queries, as SAM2's memory attention passes; compared with the f32 naive result."""
+    inputs = make_inputs(7, 2, 64, 1100, 2, 64, jnp.bfloat16, None, (2, 1, 1, 1100))
+    chunked = functools.partial(attention_xla_chunked, key_chunk=128)
+    out_c, grads_c = outputs_and_grads(chunked, *inputs)
+    out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
+    f32_inputs = tuple(x.astype(jnp.float32) for x in inputs[:3]) + inputs[3:]
+    out_n, grads_n = outputs_and_grads(naive_attention, *f32_inputs)
+    assert out_c.dtype == jnp.bfloat16 and grads_c[0].dtype == jnp.bfloat16
+    for name, got_c, got_x, want in zip(
+        ["out", "dq", "dk", "dv"], [out_c, *grads_c], [out_x, *grads_x], [out_n, *grads_n]
+    ):
+        want = np.asarray(want, np.float32)
+        scale = np.max(np.abs(want))
+        for label, got in (("chunked", got_c), ("plain", got_x)):
+            error = np.max(np.abs(np.asarray(got, np.float32) - want)) / scale
+            assert error < 2e-2, f"{label} {name}: max error {error:.3g} relative to max |value|"
+
+
+def test_auto_on_cpu_streams_long_keys_only():
+    """impl="auto" on CPU: the chunked path for long key sequences, the plain one for short ones (or few queries)."""
+    assert not use_chunked(1024, CHUNKED_MIN_KEYS - 1) and not use_chunked(8, 4 * CHUNKED_MIN_KEYS)
+    assert use_chunked(1024, CHUNKED_MIN_KEYS)
+    q, k, v, _, mask, _ = make_inputs(
+        8, 1, 1024, CHUNKED_MIN_KEYS + 100, 1, 16, jnp.float32, None, (1, 1, 1, CHUNKED_MIN_KEYS + 100)
+    )
+    auto = attention(q, k, v, mask=mask)
+    np.testing.assert_array_equal(auto, attention_xla_chunked(q, k, v, mask=mask))
+    np.testing.assert_array_equal(attention(q, k, v, mask=mask, impl="xla_chunked"), auto)
+    plain = attention_xla(q, k, v, mask=mask)
+    bound = (
+        F32_ULPS
+        * np.finfo(np.float32).eps
+        * np.einsum(
+            "bhqk,bkhd->bqhd",
+            np.asarray(
+                jax.nn.softmax(jnp.where(mask, jnp.einsum("bqhd,bkhd->bhqk", q, k) / 4.0, -jnp.inf), axis=-1),
+                np.float64,
+            ),
+            np.abs(v),
+        )
+    )
+    assert_within(auto, plain, 2 * bound, "auto (chunked) vs plain")
+
+
+@pytest.mark.parametrize("impl", ["pallas", "pallas-streamed", "xla", "xla_chunked"])
 def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     q, k, v, bias, _, cotangent = make_inputs(2, 2, 20, 36, 2, 32, jnp.float32, (1, 2, 20, 36), None)
     mask = np.ones((2, 1, 20, 36), bool)
@@ -195,6 +278,8 @@ def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     mask[1] = False  # a whole batch element with nothing to attend to
     mask = jnp.asarray(mask)
     fn = functools.partial(attention, impl=impl)
+    if impl == "xla_chunked":  # 36 keys in chunks of 16: the empty rows stay empty through several chunks
+        fn = functools.partial(attention_xla_chunked, key_chunk=16)
     if impl.startswith("pallas"):
         extra = FORMULATIONS["streamed"] if impl.endswith("streamed") else {}
         fn = functools.partial(attention_pallas, interpret=True, block_q=8, block_k=16, **extra)
@@ -278,7 +363,7 @@ def _qkv(shape_q=(1, 8, 2, 16), shape_k=(1, 8, 2, 16), dtype=jnp.float32):
     return jnp.zeros(shape_q, dtype), jnp.zeros(shape_k, dtype), jnp.zeros(shape_k, dtype)
 
 
-@pytest.mark.parametrize("impl", ["pallas", "xla"])
+@pytest.mark.parametrize("impl", ["pallas", "xla", "xla_chunked"])
 def test_bad_inputs_raise_clear_errors(impl):
     run = functools.partial(attention, impl=impl)
     with pytest.raises(ValueError, match="rank 4"):
@@ -307,6 +392,8 @@ def test_bad_impl_and_block_sizes():
         attention(*_qkv(), impl="cuda")
     with pytest.raises(ValueError, match="powers of two"):
         attention_pallas(*_qkv(), interpret=True, block_q=24)
+    with pytest.raises(ValueError, match="key_chunk must be a positive"):
+        attention_xla_chunked(*_qkv(), key_chunk=0)
 
 
 @pytest.mark.parametrize("platform", ["gpu", "tpu"])
