@@ -16,13 +16,17 @@ frames use multimask + best IoU, prompted frames' memories come from binarised m
 bfloat16, SAM 2.1 object pointers get signed, projected temporal encodings. Objects are tracked independently and
 batched through one call per frame (the image is encoded once per frame for all objects).
 
-The memory bank has a fixed size so the tracking step compiles once and device memory stays flat on long streams:
-per object, `max_cond_frames` slots for prompted frames (the most recent ones are kept, as the official
+The memory bank has a fixed size so the tracking step compiles a few times at most and device memory stays flat on
+long streams: per object, `max_cond_frames` slots for prompted frames (the most recent ones are kept, as the official
 `max_cond_frames_in_attn` keeps the closest), a ring of `num_maskmem - 1` slots for the last tracked frames' memories
 (slot = frame % size) and a ring of `max_obj_ptrs - 1` object pointers. Each slot records its frame index; inside
-the jitted step the slots outside the model's temporal window (or never written) are hidden from memory attention
-with a key mask, which gives the same result as the official variable-length memory. Adding an object grows the
-leading (object) axis of the bank: the step compiles once per number of objects.
+the jitted step the slots outside the model's temporal window (or never written) are left out of memory attention,
+which gives the same result as the official variable-length memory. Masked keys would still cost attention compute,
+so the step gathers the attended frames first and attends over a compiled number of them (`frame_buckets`: 1, 2, 4,
+1 + ring size, ..., every slot; the smallest that holds them, from the host-side slot metadata), masking only the
+remainder of the bucket: the step compiles once per bucket while the rings fill, then never again, and the bank
+itself never changes size. Adding an object grows the leading (object) axis of the bank: the step compiles once per
+number of objects (and bucket).
 
 Reverse tracking reads the same rings with time mirrored (the "previous" frames are the later ones). The rings hold
 the last tracked frames in feeding order, so a reverse pass that follows a long forward pass from the same prompt
@@ -174,10 +178,31 @@ class MemoryBank:
         meta["cond_valid"] = _set_where(meta["cond_valid"], hit, True)
         return meta
 
-    def gather(self, model, bank, meta, frame_idx, sign):
+    def frame_buckets(self) -> tuple[int, ...]:
+        """The numbers of spatial memory frames memory attention is compiled for (`frames_in_attention`): powers of
+        two, the steady state of one prompted frame plus a full ring, and every slot."""
+        total = self.num_cond_slots + self.num_mem_slots
+        sizes = {2**i for i in range(total.bit_length()) if 2**i < total} | {total}
+        if 0 < self.num_cond_slots and self.num_mem_slots + 1 < total:
+            sizes.add(self.num_mem_slots + 1)
+        return tuple(sorted(sizes))
+
+    def frames_in_attention(self, meta, frame_idx: int, sign: int) -> int:
+        """The smallest bucket (`frame_buckets`) that holds every object's attended spatial memory frames, from host
+        metadata: `gather(..., num_frames=...)` then attends over that many frames instead of every slot."""
+        diff = (frame_idx - np.asarray(meta["mem_frame"])) * sign
+        mem_ok = np.asarray(meta["mem_valid"]) & (diff >= 1) & (diff <= self.config.num_maskmem - 1)
+        needed = int((np.asarray(meta["cond_valid"]).sum(axis=1) + mem_ok.sum(axis=1)).max(initial=0))
+        return next(size for size in self.frame_buckets() if size >= max(needed, 1))
+
+    def gather(self, model, bank, meta, frame_idx, sign, num_frames: int | None = None):
         """Memory tokens, positions and key mask for every object (`_prepare_memory_conditioned_features`).
 
-        sign is +1 when tracking forward and -1 in reverse: "previous" frames are then the later ones."""
+        sign is +1 when tracking forward and -1 in reverse: "previous" frames are then the later ones. num_frames
+        (static; None = every slot) compacts the spatial memories to that many frames, the attended ones first
+        (`frames_in_attention` picks it): masked slots cost attention compute, so the bank's empty or out-of-window
+        slots are dropped instead of masked. Key order does not change attention (RoPE uses the same table for
+        every frame), only the summation order."""
         cfg = self.config
         num_maskmem, mem_dim, hidden = cfg.num_maskmem, cfg.mem_dim, cfg.hidden_dim
         tpos = model.maskmem_tpos_enc[...].reshape(num_maskmem, 1, mem_dim)
@@ -188,10 +213,21 @@ class MemoryBank:
         diff = (frame_idx - meta["mem_frame"]) * sign
         mem_ok = meta["mem_valid"] & (diff >= 1) & (diff <= num_maskmem - 1)
         mem_pos = jnp.asarray(self._mem_pos)[None] + tpos[jnp.clip(diff - 1, 0, num_maskmem - 1)]  # [B, S, tokens, 64]
-        memory = [bank["cond_mem"].reshape(count, c * tokens, mem_dim), bank["mem"].reshape(count, s * tokens, mem_dim)]
-        memory_pos = [jnp.tile(cond_pos, (count, c, 1)),
-                      mem_pos.reshape(count, s * tokens, mem_dim)]
-        masks = [jnp.repeat(meta["cond_valid"], tokens, axis=1), jnp.repeat(mem_ok, tokens, axis=1)]
+        if num_frames is not None and num_frames < c + s:
+            # Per object, the attended frames first (stable: prompted, then ring order), then the first num_frames.
+            frames = jnp.concatenate([bank["cond_mem"], bank["mem"]], axis=1)  # [B, C + S, tokens, 64]
+            frames_pos = jnp.concatenate([jnp.broadcast_to(cond_pos, (count, c, tokens, mem_dim)), mem_pos], axis=1)
+            frames_ok = jnp.concatenate([meta["cond_valid"], mem_ok], axis=1)
+            order = jnp.argsort(~frames_ok, axis=1, stable=True)[:, :num_frames]
+            pick = order[:, :, None, None]
+            memory = [jnp.take_along_axis(frames, pick, axis=1).reshape(count, num_frames * tokens, mem_dim)]
+            memory_pos = [jnp.take_along_axis(frames_pos, pick, axis=1).reshape(count, num_frames * tokens, mem_dim)]
+            masks = [jnp.repeat(jnp.take_along_axis(frames_ok, order, axis=1), tokens, axis=1)]
+        else:
+            memory = [bank["cond_mem"].reshape(count, c * tokens, mem_dim),
+                      bank["mem"].reshape(count, s * tokens, mem_dim)]
+            memory_pos = [jnp.tile(cond_pos, (count, c, 1)), mem_pos.reshape(count, s * tokens, mem_dim)]
+            masks = [jnp.repeat(meta["cond_valid"], tokens, axis=1), jnp.repeat(mem_ok, tokens, axis=1)]
         # Object pointers: prompted frames up to now, then tracked frames up to max_obj_ptrs - 1 back.
         ptrs = jnp.concatenate([bank["cond_ptr"], bank["ptr"]], axis=1)  # [B, C + P, 256]
         cond_offset = (frame_idx - meta["cond_frame"]) * sign  # only pointers "in the past" of the direction
@@ -211,9 +247,11 @@ class MemoryBank:
         memory = jnp.concatenate([m.astype(jnp.float32) for m in memory], axis=1)
         return memory, jnp.concatenate(memory_pos, axis=1), jnp.concatenate(masks, axis=1), num_ptr_tokens
 
-    def condition(self, model, feature, pos, bank, meta, frame_idx, sign):
+    def condition(self, model, feature, pos, bank, meta, frame_idx, sign, num_frames: int | None = None):
+        """The current frame's features [B, h, w, C] after memory attention over the bank (`gather`; num_frames
+        as there)."""
         batch, height, width, channels = feature.shape
-        memory, memory_pos, memory_mask, num_ptr_tokens = self.gather(model, bank, meta, frame_idx, sign)
+        memory, memory_pos, memory_mask, num_ptr_tokens = self.gather(model, bank, meta, frame_idx, sign, num_frames)
         curr = feature.reshape(batch, height * width, channels)
         curr_pos = jnp.broadcast_to(pos, feature.shape).reshape(batch, height * width, channels)
         out = model.memory_attention(curr, memory, curr_pos, memory_pos, num_ptr_tokens, memory_mask=memory_mask)
@@ -271,9 +309,9 @@ class SAM2VideoPredictor(MemoryBank):
         self.model = model
         self._graphdef, self._params = nnx.split(model)
         self._features = jax.jit(self._features_fn)
-        self._track_step = jax.jit(self._track_fn, donate_argnums=(3,))
+        self._track_step = jax.jit(self._track_fn, donate_argnums=(3,), static_argnames=("num_frames",))
         self._prompt_step = jax.jit(self._prompt_fn, donate_argnums=(3,),
-                                    static_argnames=("with_memory", "multimask_output"))
+                                    static_argnames=("with_memory", "multimask_output", "num_frames"))
         self._mask_step = jax.jit(self._mask_fn, donate_argnums=(2,))
         self._to_video = jax.jit(lambda m, hw: resize_hw(m, hw, bilinear_matrix, axes=(1, 2)), static_argnums=1)
         self.reset()
@@ -308,12 +346,13 @@ class SAM2VideoPredictor(MemoryBank):
         out = nnx.merge(self._graphdef, params).forward_image(images)
         return out["backbone_fpn"], out["vision_pos_enc"][-1]
 
-    def _track_fn(self, params, fpn, pos, bank, meta, frame_idx, sign, write, cond_slot):
-        """One tracked frame for every object; objects prompted on this frame (write False) keep their prompt mask."""
+    def _track_fn(self, params, fpn, pos, bank, meta, frame_idx, sign, write, cond_slot, num_frames=None):
+        """One tracked frame for every object; objects prompted on this frame (write False) keep their prompt mask.
+        Compiled once per memory-frame bucket `num_frames` (`frames_in_attention`)."""
         model = nnx.merge(self._graphdef, params)
         count = bank["mem"].shape[0]
         fpn = [jnp.broadcast_to(f, (count, *f.shape[1:])) for f in fpn]
-        pix_feat = self.condition(model, fpn[2], pos, bank, meta, frame_idx, sign)
+        pix_feat = self.condition(model, fpn[2], pos, bank, meta, frame_idx, sign, num_frames)
         out = model.forward_sam_heads(pix_feat, None, None, None, (fpn[0], fpn[1]), multimask_output=True)
         features = self.encode_memory(model, fpn[2], out["high_res_masks"], out["object_score_logits"], False)
         bank = self.write_tracked(bank, frame_idx, features, out["obj_ptr"], write)
@@ -323,12 +362,12 @@ class SAM2VideoPredictor(MemoryBank):
         return bank, masks
 
     def _prompt_fn(self, params, fpn, pos, bank, meta, frame_idx, sign, obj, slot, coords, labels, mask_inputs, *,
-                   with_memory, multimask_output):
+                   with_memory, multimask_output, num_frames=None):
         """Prompt object `obj` on this frame: heads (memory-conditioned if the frame was tracked), prompt memory."""
         model = nnx.merge(self._graphdef, params)
         if with_memory:
             one = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, obj, 1), (bank, meta))
-            pix_feat = self.condition(model, fpn[2], pos, *one, frame_idx, sign)
+            pix_feat = self.condition(model, fpn[2], pos, *one, frame_idx, sign, num_frames)
         else:  # an initial conditioning frame: `directly_add_no_mem_embed`
             pix_feat = fpn[2] + model.no_mem_embed[...].astype(fpn[2].dtype)
         out = model.forward_sam_heads(pix_feat, coords, labels, mask_inputs, (fpn[0], fpn[1]), multimask_output)
@@ -383,11 +422,13 @@ class SAM2VideoPredictor(MemoryBank):
         tracked = (meta["mem_valid"][obj] & (meta["mem_frame"][obj] == frame_idx)).any()
         refine = meta["last_frame"][obj] == frame_idx
         mask_inputs = jnp.clip(self.bank["last_masks"][obj][None, None], -32.0, 32.0) if refine else None
+        one_meta = {key: meta[key][obj: obj + 1] for key in META_KEYS}
+        num_frames = self.frames_in_attention(one_meta, frame_idx, int(meta["sign"][obj])) if tracked else None
         # Multimask only for 0 or 1 click (multimask_min/max_pt_num), as in `SAM2Base._use_multimask`.
         self.bank, masks = self._prompt_step(
             self._params, fpn, pos, self.bank, self._device_meta(), np.int32(frame_idx), np.int32(meta["sign"][obj]),
             np.int32(obj), np.int32(slot), *to_device((scaled[None], point_labels[None])), mask_inputs,
-            with_memory=bool(tracked), multimask_output=len(point_labels) <= 1,
+            with_memory=bool(tracked), multimask_output=len(point_labels) <= 1, num_frames=num_frames,
         )
         return self._prompted(obj, slot, frame_idx, masks)
 
@@ -425,7 +466,8 @@ class SAM2VideoPredictor(MemoryBank):
         cond_slot = np.argmax(is_cond, axis=1).astype(np.int32)
         sign = -1 if reverse else 1
         self.bank, masks = self._track_step(self._params, fpn, pos, self.bank, self._device_meta(),
-                                            np.int32(frame_idx), np.int32(sign), *to_device((write, cond_slot)))
+                                            np.int32(frame_idx), np.int32(sign), *to_device((write, cond_slot)),
+                                            num_frames=self.frames_in_attention(meta, frame_idx, sign))
         self._set_meta(self.mark_tracked(meta, frame_idx, write))
         meta["last_frame"][:] = frame_idx
         meta["sign"][write] = sign

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 import zoo
+from models.sam2.predictor import preprocess, to_device
 from models.sam2.video import SAM2VideoPredictor, SAM2VideoTracker
 from tests.helpers import real_photo
 
@@ -42,17 +43,48 @@ def test_memory_stays_flat_and_compiles_once(model, frames):
     predictor = SAM2VideoPredictor(model)
     predictor.add_points(0, frames[0], obj_id="a", points=[[80, 50]], labels=[1])
     predictor.add_points(0, frames[0], obj_id="b", box=[10, 10, 60, 90])
-    sizes = {}
+    sizes, compiled = {}, {}
     for index in range(1, 101):
         logits = predictor.track(index, frames[index % len(frames)])
         assert logits.shape == (2, *frames[0].shape[:2])
         if index in (10, 100):
             jax.block_until_ready(predictor.bank)
             sizes[index] = (predictor.state_nbytes(), _live_bytes())
+            compiled[index] = predictor._track_step._cache_size()
     assert np.isfinite(logits).all()
     assert sizes[10] == sizes[100], sizes
-    assert predictor._track_step._cache_size() == 1  # the ring filled up at frame 7 without recompiling
+    # One compilation per memory-frame bucket while the ring fills (1 prompted frame + 0..6 tracked ones: buckets
+    # 1, 2, 4, 7), none once it is full (frame 7 on).
+    assert predictor.frame_buckets() == (1, 2, 4, 7, 8, 9)
+    assert compiled[10] == compiled[100] == 4, compiled
     assert predictor._features._cache_size() == 1
+
+
+def test_compacted_memory_matches_every_slot(model, frames):
+    """Attending over the bucketed, compacted memory frames gives the masked attention over every slot, with two
+    prompted frames, a partly filled ring and reverse tracking (frames in another order inside the bank)."""
+    predictor = SAM2VideoPredictor(model)
+    predictor.add_points(0, frames[0], obj_id=1, points=[[80, 50]], labels=[1])
+    for index in range(1, 4):
+        predictor.track(index, frames[index])
+    predictor.add_points(4, frames[4], obj_id=1, points=[[70, 40]], labels=[1])
+    model_state = nnx.merge(predictor._graphdef, predictor._params)
+    feature, pos = predictor._features(predictor._params, to_device(preprocess(frames[5], SIZE)[None]))
+    meta = predictor._device_meta()
+    checked = 0
+    for frame_idx, sign in ((5, 1), (2, -1)):
+        num_frames = predictor.frames_in_attention(predictor.meta, frame_idx, sign)
+        assert num_frames < predictor.num_cond_slots + predictor.num_mem_slots
+        everything = predictor.condition(model_state, feature[2], pos, predictor.bank, meta, frame_idx, sign)
+        compact = predictor.condition(model_state, feature[2], pos, predictor.bank, meta, frame_idx, sign, num_frames)
+        memory, _, mask, _ = predictor.gather(model_state, predictor.bank, meta, frame_idx, sign, num_frames)
+        full_memory, _, full_mask, _ = predictor.gather(model_state, predictor.bank, meta, frame_idx, sign)
+        assert int(mask.sum()) == int(full_mask.sum()) and memory.shape[1] < full_memory.shape[1]
+        # Both sum the same softmax terms in another order: bounded by float32 rounding of the features' size.
+        bound = 64 * np.finfo(np.float32).eps * float(np.max(np.abs(everything)))
+        np.testing.assert_allclose(compact, everything, rtol=0, atol=bound)
+        checked += 1
+    assert checked == 2
 
 
 def test_several_objects_match_one_tracker_each(model, frames):
