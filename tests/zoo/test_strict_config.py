@@ -23,6 +23,7 @@ VARIANTS = {
     "ila": ("b16_k400_8f", "b16_ssv2_8f", "direction", "direction_no_ila", "direction_frame_avg", "direction_fast",
             "pan", "pan_no_ila", "pan_frame_avg", "pan_fast"),
     "maskalign": ("digits", "digits_fast", "digits_random_mask", "digits_finetune", "digits_scratch", "b16_in1k", "b16_in1k_finetune"),
+    "gs3d": ("graphdeco", "tiny"),
 }
 
 

@@ -262,5 +262,14 @@ class Task:
         return {k: float(v) / count for k, v in sums.items() if k != "count"}
 
     # ---- hooks ----------------------------------------------------------------------------------------------------
+    def process_gradients(self, model: nnx.Module, grads: nnx.State, batch: Mapping[str, jax.Array]) -> nnx.State:
+        """Traced inside the train step, after the gradients of the trainable parameters and before the optimizer
+        update: may record them into the model's non-parameter state (Gaussian splatting's densification statistics
+        come from a gradient) and returns the gradients the optimizer applies (same structure). Default: unchanged."""
+        del model, batch
+        return grads
+
     def on_step_end(self, trainer: Any, step: int) -> None:
-        """Called on the host after every step (Wild-GS densification and the like)."""
+        """Called on the host after every step (Wild-GS densification and the like). To change the parameters or
+        the optimizer state between steps, call `trainer.update_state(fn, *args)` (shapes kept) or
+        `trainer.reshape_state(fn, *args)` (shapes change)."""

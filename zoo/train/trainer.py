@@ -118,15 +118,7 @@ class Trainer:
         self.model_graphdef = nnx.graphdef(abstract_model)
         # The jitted step sees plain nested dicts of arrays (nnx.to_pure_dict): their structure does not depend on
         # Variable metadata, which differs between abstract, eager and mesh-created states.
-        self._template = abstract_state
-        self.state_sharding = nnx.to_pure_dict(
-            mesh_lib.state_shardings(abstract_state, self.mesh, fsdp_min_size=int(config.get("fsdp_min_size", 2**14)))
-        )
-        self.abstract_state = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            nnx.to_pure_dict(abstract_state),
-            self.state_sharding,
-        )
+        self._set_abstract_state(abstract_state)
         if pretrained:
             # Loaded outside the mesh context: checkpoint restore targets need concrete shardings, not the abstract
             # mesh eval_shape sees under jax.set_mesh; device_put then lays the state out on the mesh.
@@ -155,6 +147,87 @@ class Trainer:
         )
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
+        self._state_fns: dict[Any, Any] = {}
+
+    def _set_abstract_state(self, abstract_state: nnx.State) -> None:
+        """Template, shardings and abstract target of an (abstract) nnx.State of (model, optimizer)."""
+        self._template = abstract_state
+        self.state_sharding = nnx.to_pure_dict(
+            mesh_lib.state_shardings(
+                abstract_state, self.mesh, fsdp_min_size=int(self.config.get("fsdp_min_size", 2**14))
+            )
+        )
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            nnx.to_pure_dict(abstract_state),
+            self.state_sharding,
+        )
+
+    def _state_fn(self, fn):
+        # The template of the state fn receives (reshape_state swaps self._template for the new shapes).
+        graphdef, template = self.graphdef, self._template
+
+        def apply(state, *args):
+            full = jax.tree.map(lambda x: x, template)
+            nnx.replace_by_pure_dict(full, state)
+            model, optimizer = nnx.merge(graphdef, full)
+            result = fn(model, optimizer, *args)
+            return nnx.state((model, optimizer)), result
+
+        return apply
+
+    def update_state(self, fn, *args):
+        """Run `fn(model, optimizer, *args)` on the training state under jit, between steps; returns fn's result.
+
+        `fn` changes the model and optimizer in place (NNX style: assign `variable.value`), keeping every shape and
+        dtype (e.g. densification writing Gaussians into free slots and resetting their Adam moments). The jitted
+        function is cached per `fn` object (pass the same function each time: arrays in `args` never recompile it);
+        the state is donated and keeps its shardings. A task calls this from `on_step_end`.
+        """
+        jitted = self._state_fns.get(fn)
+        if jitted is None:
+            apply = self._state_fn(fn)
+
+            def pure(state, *args):
+                new_state, result = apply(state, *args)
+                return nnx.to_pure_dict(new_state), result
+
+            with jax.set_mesh(self.mesh):
+                jitted = jax.jit(pure, out_shardings=(self.state_sharding, None), donate_argnums=0)
+            self._state_fns[fn] = jitted
+        new_state, result = jitted(self.state, *args)
+        abstract = jax.tree.map(lambda x: (x.shape, x.dtype), self.abstract_state)
+        if jax.tree.map(lambda x: (x.shape, x.dtype), new_state) != abstract:
+            raise ValueError(f"update_state({getattr(fn, '__name__', fn)}) changed shapes or dtypes of the state; "
+                             "use reshape_state for that")
+        self.state = new_state
+        return result
+
+    def reshape_state(self, fn, *args):
+        """Like `update_state`, but `fn` may change shapes (e.g. a Gaussian pool that doubles its capacity).
+
+        The new state's shardings come from its NNX metadata as at the start; the train / eval steps and the cached
+        `update_state` functions are rebuilt, so each compiles once more for the new shapes. Not supported with EMA
+        (whose copy has the old shapes). Note that resuming such a run needs the task to build the model at the
+        reshaped size.
+        """
+        if self.ema is not None:
+            raise NotImplementedError("reshape_state with ema_decay > 0: the EMA copy cannot follow a shape change")
+        apply = self._state_fn(fn)
+        abstract_state, _ = jax.eval_shape(apply, self.state, *args)
+        self._set_abstract_state(abstract_state)
+
+        def pure(state, *args):
+            new_state, result = apply(state, *args)
+            return nnx.to_pure_dict(new_state), result
+
+        with jax.set_mesh(self.mesh):
+            new_state, result = jax.jit(pure, out_shardings=(self.state_sharding, None))(self.state, *args)
+        self.state = new_state
+        self._train_step = self._make_train_step()
+        self._eval_step = self._make_eval_step()
+        self._state_fns = {}
+        return result
 
     def _copy_ema(self, model_state: dict) -> dict:
         """A fresh copy of the EMA-tracked entries of `model_state`: the EMA and the live state are both donated to
@@ -217,6 +290,8 @@ class Trainer:
             model, optimizer = nnx.merge(graphdef, to_state(state))
             model.train()
             grads, metrics = loss_and_grads(model, batch)
+            # The task may read the gradients into model state (densification statistics) and change them.
+            grads = task.process_gradients(model, grads, batch)
             metrics["grad_norm"] = optax_global_norm(grads)
             optimizer.update(model, grads)
             new_state = nnx.to_pure_dict(nnx.state((model, optimizer)))
