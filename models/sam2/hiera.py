@@ -179,15 +179,34 @@ class Hiera(nnx.Module):
         reps = (1, height // window.shape[1], width // window.shape[2], 1)
         return pos + jnp.tile(window, reps)
 
-    def __call__(self, x: jax.Array) -> list[jax.Array]:
-        """x: [B, H, W, 3] normalised image -> [stage1 (H/4), stage2 (H/8), stage3 (H/16), stage4 (H/32)]."""
+    # Per-stage API: SAMWISE interleaves the stages with text-encoder layers and adapters (its `_early_fusion_stage`).
+
+    def embed(self, x: jax.Array) -> jax.Array:
+        """Patch embedding plus position embedding: [B, H, W, 3] -> [B, H/4, W/4, C] (the input of stage 0)."""
         x = self.patch_embed(x)
         pos = self.position_embedding(x.shape[1], x.shape[2])
-        x = x + pos.astype(x.dtype)
-        outputs = []
-        stage_ends = set(self.config.stage_ends)
-        for index, block in enumerate(self.blocks):
+        return x + pos.astype(x.dtype)
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages (4)."""
+        return len(self.config.stages)
+
+    def forward_stage(self, index: int, x: jax.Array) -> jax.Array:
+        """Run the blocks of stage `index` (0-based) on the previous stage's output (or `embed`'s)."""
+        if not 0 <= index < self.num_stages:
+            raise ValueError(f"Hiera has stages 0..{self.num_stages - 1}; got {index}")
+        ends = self.config.stage_ends
+        start = 0 if index == 0 else ends[index - 1] + 1
+        for block in self.blocks[start: ends[index] + 1]:
             x = block(x)
-            if index in stage_ends:
-                outputs.append(x)
+        return x
+
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        """x: [B, H, W, 3] normalised image -> [stage1 (H/4), stage2 (H/8), stage3 (H/16), stage4 (H/32)]."""
+        x = self.embed(x)
+        outputs = []
+        for index in range(self.num_stages):
+            x = self.forward_stage(index, x)
+            outputs.append(x)
         return outputs

@@ -48,11 +48,11 @@ class SelfAttentionBlock(nnx.Module):
 class ConditionalMemoryEncoder(nnx.Module):
     """`cme(obj_ptr_zero (B, C), obj_ptr_two (B, C)) -> (B, 2)` decision logits (see the module docstring)."""
 
-    def __init__(self, dim: int = 256, num_heads: int = 8, *, attention_impl: str = "auto", dtype: Any = None,
-                 param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, dim: int = 256, num_heads: int = 8, *, dropout: float = 0.1, attention_impl: str = "auto",
+                 dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
         with sharding_scope():
-            self.transformerBlock = SelfAttentionBlock(dim, num_heads, attention_impl=attention_impl, dtype=dtype,
-                                                       param_dtype=param_dtype, rngs=rngs)
+            self.transformerBlock = SelfAttentionBlock(dim, num_heads, dropout=dropout, attention_impl=attention_impl,
+                                                       dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             self.decision_token = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (1, dim), param_dtype))
             self.decision_class_head = nnx.Linear(dim, 2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 

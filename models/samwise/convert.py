@@ -1,4 +1,19 @@
-"""Official SAMWISE weights -> NNX (the parts built so far: the CMT adapters and the Conditional Memory Encoder).
+"""Official SAMWISE weights -> NNX: the whole model (`convert_samwise`) and its new parts alone (the CMT adapters,
+the Conditional Memory Encoder).
+
+A SAMWISE `.pth` is `{'model': SAMWISE.state_dict(), 'optimizer', ...}` with the prefixes (spec 1.6):
+
+| official | ours |
+|---|---|
+| `sam.*` (SAM 2.0, the SAM2 key layout) | `sam.*` through `models.sam2.convert.RULES` |
+| `sam.sam_prompt_encoder.project_text.layers.{0,1,2}.*` | `project_text.layers.{0,1,2}.*` |
+| `text_encoder.model.encoder.sentence_encoder.*` (fairseq RoBERTa) | `text_encoder.*` through `models.text.convert.FAIRSEQ_RULES` |
+| `text_encoder.model.encoder.lm_head.*`, `text_encoder._float_tensor` | ignored (the MLM head and a fairseq buffer) |
+| `cmt_adapters.{i}.*` | `cmt_adapters.{i}.*`, the adapter table below |
+| `conditional_memory_encoder.*` | `conditional_memory_encoder.*`, `cme_rules` |
+
+fairseq RoBERTa has no token-type table: its zero row is filled in. One `ConversionError` lists every unmapped,
+missing and mis-shaped key of all the parts at once.
 
 Official adapter keys (`models/CMT_adapter.py`), under a prefix such as `adapters.0.` (any prefix: `prefix=`):
 
@@ -26,7 +41,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from zoo.convert import Rule, linear, map_state_dict, merge_into_model
+from zoo.convert import Rule, extract_state_dict, linear, map_state_dict, merge_into_model
 
 
 def _squeeze_1x1(x: np.ndarray) -> np.ndarray:
@@ -130,3 +145,49 @@ def convert_cme(state_dict: Mapping[str, Any], abstract_cme: nnx.Module, *, pref
     arrays = map_state_dict(sd, cme_rules(prefix), state, source=source)
     return merge_into_model(abstract_cme, arrays)
 
+
+
+SAMWISE_IGNORED = (
+    r".*num_batches_tracked",
+    r"text_encoder\._float_tensor",
+    r"text_encoder\.model\.encoder\.lm_head\..*",
+    r"text_encoder\.model\..*\.version",
+)
+
+
+def samwise_rules(num_adapters: int) -> tuple[Rule, ...]:
+    """Every rule of the whole model, on the official SAMWISE key names (first match wins)."""
+    from models.sam2.convert import RULES as SAM2_RULES
+    from models.text.convert import FAIRSEQ_RULES
+
+    rules = [
+        Rule(r"sam\.sam_prompt_encoder\.project_text\.layers\.(\d)\.weight", r"project_text.layers.\1.kernel", linear),
+        Rule(r"sam\.sam_prompt_encoder\.project_text\.layers\.(\d)\.bias", r"project_text.layers.\1.bias"),
+    ]
+    rules += [Rule(rf"sam\.{r.pattern}", f"sam.{r.target}", r.transform) for r in SAM2_RULES]
+    rules += [Rule(rf"text_encoder\.model\.{r.pattern}", f"text_encoder.{r.target}", r.transform)
+              for r in FAIRSEQ_RULES]
+    for i in range(num_adapters):
+        rules += adapter_rules(f"cmt_adapters.{i}.", f"cmt_adapters.{i}.")
+    rules += cme_rules("conditional_memory_encoder.", "conditional_memory_encoder.")
+    return tuple(rules)
+
+
+def convert_samwise(checkpoint: Any, abstract_model: nnx.Module) -> nnx.Module:
+    """An official SAMWISE checkpoint (`{'model': state_dict}` or the state dict) -> a concrete `SAMWISE` like
+    `abstract_model` (from `nnx.eval_shape`)."""
+    from models.sam2.convert import _check_variant
+    from models.text.convert import upgrade_fairseq_state_dict
+
+    sd = {k: np.asarray(v) for k, v in extract_state_dict(checkpoint, prefix="module.").items()}
+    text_prefix = "text_encoder.model."
+    text = {k[len(text_prefix):]: v for k, v in sd.items() if k.startswith(text_prefix)}
+    sd = {k: v for k, v in sd.items() if not k.startswith(text_prefix)}
+    sd.update({text_prefix + k: v for k, v in upgrade_fairseq_state_dict(text).items()})
+    sd = split_mha_in_proj(sd, ("ca_V2T.multihead_attn", "ca_T2V.multihead_attn"))
+    _check_variant({k[len("sam."):]: v for k, v in sd.items() if k.startswith("sam.")}, abstract_model.sam.config)
+    state = nnx.state(abstract_model, nnx.Not(nnx.RngState))
+    arrays = map_state_dict(sd, samwise_rules(len(abstract_model.cmt_adapters)), state, ignore=SAMWISE_IGNORED,
+                            allow_missing=(r"text_encoder\.embeddings\.token_type_embeddings\.embedding",),
+                            source="SAMWISE checkpoint")
+    return merge_into_model(abstract_model, arrays)
