@@ -332,3 +332,11 @@ def test_training_clones_splits_prunes_without_recompiling(tiny_scene, tmp_path)
 
     losses = [r["train/loss"] for r in read_metrics(str(tmp_path)) if "train/loss" in r]
     assert np.mean(losses[-8:]) < np.mean(losses[:8])
+    # The run reloads by name from its workdir: the same pool, mask and extent.
+    import zoo
+
+    reloaded = zoo.create_model("gs3d", pretrained=str(tmp_path))
+    trained = trainer.eval_model()
+    for name, value in trained.pool().items():
+        np.testing.assert_array_equal(reloaded.pool()[name], value, err_msg=name)
+    assert float(reloaded.position_scale.value) == pytest.approx(task.extent)
