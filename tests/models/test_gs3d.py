@@ -340,3 +340,40 @@ def test_training_clones_splits_prunes_without_recompiling(tiny_scene, tmp_path)
     for name, value in trained.pool().items():
         np.testing.assert_array_equal(reloaded.pool()[name], value, err_msg=name)
     assert float(reloaded.position_scale.value) == pytest.approx(task.extent)
+
+
+class _EagerTrainer:
+    """The two state hooks of `zoo.train.trainer.Trainer`, applied eagerly to a model and optimizer."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def update_state(self, fn, *args):
+        return fn(self.model, self.optimizer, *args)
+
+    reshape_state = update_state
+
+
+def test_task_grows_a_full_pool_before_densifying(tiny_scene):
+    import optax
+
+    from models.gs3d.tasks import GaussianSplattingTask
+
+    config = _tiny_config(tiny_scene, 40)
+    config.gaussians.capacity = 32  # 24 SfM points: every one a candidate needs 48 slots
+    task = GaussianSplattingTask(config)
+    model = task.build_model(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    optimizer.update(model, jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param)))
+    active = np.asarray(model.active.value)
+    model.set_stats(pool_lib.DensifyStats(jnp.asarray(active * 1.0), jnp.asarray(active * 1.0), jnp.zeros(32)))
+    task.on_step_end(_EagerTrainer(model, optimizer), 8)
+    entry = task.densify_log[-1]
+    assert task.capacity == model.capacity == 64 and task.model_overrides()["capacity"] == 64
+    assert entry["n_clone"] + entry["n_split"] == 24 and entry["n_dropped"] == 0
+    assert entry["n_active"] == 48 - entry["n_prune"]
+    mu = optimizer.opt_state[0].mu
+    assert all(mu[name].value.shape[0] == 64 for name in model.attribute_names)
+    # Moments of the 24 originals: kept for the cloned ones, zero for split halves and every new slot.
+    fresh = np.asarray(mu["sh_dc"].value)[:, 0, 0] == 0
+    assert fresh[24:].all() and fresh[:24].sum() == entry["n_split"]
