@@ -220,3 +220,21 @@ def test_bad_inputs_and_checkpoints_are_clear_errors(fixture, model):
     state["text_encoder.model.encoder.sentence_encoder.extra.weight"] = np.zeros(3, np.float32)
     with pytest.raises(ConversionError, match=r"(?s)(hsa\.linear\.kernel.*extra\.weight|extra\.weight.*hsa)"):
         convert_samwise(state, nnx.eval_shape(lambda: SAMWISE(CONFIG, rngs=nnx.Rngs(0))))
+
+
+def test_a_continued_clip_traces_with_the_carried_state(fixture, model):
+    """The next clip of the same video (state carried: traced frame index, memory, last CME decision) traces to the
+    same outputs' shapes, with the frame index advanced (abstract evaluation: no compile)."""
+    frames, ids, mask = _inputs(fixture)
+    graphdef, params = nnx.split(model)
+
+    def two_clips(params, frames, ids, mask):
+        m = nnx.merge(graphdef, params)
+        first, state = m(frames, ids, mask)
+        second, state = m(frames, ids, mask, state=state)
+        return first, second, state
+
+    first, second, state = jax.eval_shape(two_clips, params, frames, ids, mask)
+    assert {k: v.shape for k, v in first.items()} == {k: v.shape for k, v in second.items()}
+    assert second["masks"].shape == (1, 2, 192, 256) and second["cme_ran"].shape == (1, 2)
+    assert state["next_frame"].shape == () and state["bank"]["mem"].shape == (1, 6, 256, 64)
