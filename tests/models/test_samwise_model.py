@@ -238,3 +238,10 @@ def test_a_continued_clip_traces_with_the_carried_state(fixture, model):
     assert {k: v.shape for k, v in first.items()} == {k: v.shape for k, v in second.items()}
     assert second["masks"].shape == (1, 2, 192, 256) and second["cme_ran"].shape == (1, 2)
     assert state["next_frame"].shape == () and state["bank"]["mem"].shape == (1, 6, 256, 64)
+
+
+@pytest.mark.parametrize(("variant", "expected"), [("t", 5_120_770), ("l", 5_466_178)])
+def test_trainable_parameters_of_the_other_trunks(variant, expected):
+    """Adapters 4,460,928 (tiny) / 4,806,336 (large) (spec 1.5) + CME 331,394 + project_text 328,448."""
+    abstract = nnx.eval_shape(lambda: SAMWISE(SAMWISEConfig(sam2_variant=variant), rngs=nnx.Rngs(0)))
+    assert _count(trainable_parameters(abstract)) == expected
