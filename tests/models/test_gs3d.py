@@ -48,11 +48,13 @@ def _hand_stats(capacity: int = 8) -> pool_lib.DensifyStats:
 
 
 THRESHOLDS = pool_lib.DensifyThresholds(grad=1e-3, clone_max_scale=0.05, min_opacity=0.005)
+# Jitted as the trainer runs it (one compile per pool shape instead of op-by-op dispatch).
+densify_and_prune = jax.jit(pool_lib.densify_and_prune, static_argnames=("split_samples",))
 
 
 def test_clone_split_prune_keep_attributes_and_remap_moments():
     pool, stats, key, scale = _hand_pool(), _hand_stats(), jax.random.key(3), 2.0
-    out, remap, counts = pool_lib.densify_and_prune(pool, stats, key, THRESHOLDS, position_scale=scale)
+    out, remap, counts = densify_and_prune(pool, stats, key, THRESHOLDS, position_scale=scale)
     assert {k: int(v) for k, v in counts.items()} == {
         "n_clone": 1, "n_split": 1, "n_prune": 1, "n_dropped": 0, "n_active": 5
     }  # fmt: skip
@@ -94,7 +96,7 @@ def test_clone_split_prune_keep_attributes_and_remap_moments():
 
 def test_full_pool_drops_candidates_without_touching_them():
     pool = _hand_pool(capacity=5)  # one free slot for two candidates: slot 0 gets it, slot 1 is not split
-    out, _, counts = pool_lib.densify_and_prune(pool, _hand_stats(5), jax.random.key(0), THRESHOLDS)
+    out, _, counts = densify_and_prune(pool, _hand_stats(5), jax.random.key(0), THRESHOLDS)
     assert int(counts["n_clone"]) == 1 and int(counts["n_split"]) == 0 and int(counts["n_dropped"]) == 1
     for name in pool:
         if name != "active":
@@ -107,12 +109,12 @@ def test_screen_and_world_size_pruning():
     pool, stats = _hand_pool(), _hand_stats()
     stats = stats._replace(max_radii=jnp.asarray([0.0, 0.0, 0.0, 30.0, 0, 0, 0, 0]))
     late = THRESHOLDS._replace(max_screen_size=20.0, max_world_scale=0.25)
-    out, remap, counts = pool_lib.densify_and_prune(pool, stats, jax.random.key(0), late)
+    out, remap, counts = densify_and_prune(pool, stats, jax.random.key(0), late)
     # Slot 3 is too large on screen; slot 1's largest scale 0.3 / 1.6 = 0.19 passes the world test; slot 2 opacity.
     np.testing.assert_array_equal(out["active"][:6], [True, True, False, False, True, True])
     assert int(counts["n_prune"]) == 2 and bool(remap.fresh[3])
     strict = THRESHOLDS._replace(max_world_scale=0.15)
-    out, _, _ = pool_lib.densify_and_prune(pool, _hand_stats(), jax.random.key(0), strict)
+    out, _, _ = densify_and_prune(pool, _hand_stats(), jax.random.key(0), strict)
     np.testing.assert_array_equal(out["active"][:6], [True, False, False, True, True, False])  # both halves
 
 
