@@ -11,7 +11,7 @@ and carphone with a virtual camera pan; 4 classes, chance 25%; zoo/data/video_pa
 Then scores each on the held-out clips (the last 20% of every video in time): top-1, top-1 per pan speed, and the
 confusion matrix. A run whose workdir has a `summary.json` is not trained again (the trainer resumes stopped runs).
 Writes `<runs>/ila_pan_results.json`, `.md` (recorded in benchmarks/results/ila_pan.md) and
-`<runs>/ila_pan_confusion.png`.
+`<runs>/ila_pan_confusion.png` (`--seed N`: workdirs and files with a `_seedN` suffix).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _plot(results: dict[str, Any], class_names: list[str], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.2))
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.7))
     for ax, (variant, result) in zip(np.atleast_1d(axes), results.items(), strict=True):
         matrix = np.asarray(result["confusion"])
         ax.imshow(matrix, cmap="Blues")
@@ -95,7 +95,7 @@ def _plot(results: dict[str, Any], class_names: list[str], path: str) -> None:
     plt.close(fig)
 
 
-def run(runs: str, *, variants: list[str], steps: int | None = None) -> dict[str, Any]:
+def run(runs: str, *, variants: list[str], steps: int | None = None, seed: int = 0) -> dict[str, Any]:
     from configs.ila import get_config
     from zoo.data import PAN_CLASSES, get_source
 
@@ -104,7 +104,8 @@ def run(runs: str, *, variants: list[str], steps: int | None = None) -> dict[str
         config = get_config(variant)
         if steps:
             config.num_train_steps = steps
-        workdir = os.path.join(runs, f"ila_{variant}")
+        config.seed = seed
+        workdir = os.path.join(runs, f"ila_{variant}" + (f"_seed{seed}" if seed else ""))
         summary = _train(config, workdir)
         labels, predicted = predictions(config, workdir)
         source = get_source(config.data.eval.name, split=config.data.eval.split, **config.data.eval.kwargs.to_dict())
@@ -120,9 +121,10 @@ def run(runs: str, *, variants: list[str], steps: int | None = None) -> dict[str
             "wall_time_s": summary.get("wall_time_s"),
             "num_eval_clips": len(labels),
         }
-    with open(os.path.join(runs, "ila_pan_results.json"), "w") as f:
+    tag = f"_seed{seed}" if seed else ""
+    with open(os.path.join(runs, f"ila_pan_results{tag}.json"), "w") as f:
         json.dump(results, f, indent=2)
-    _plot(results, list(PAN_CLASSES), os.path.join(runs, "ila_pan_confusion.png"))
+    _plot(results, list(PAN_CLASSES), os.path.join(runs, f"ila_pan_confusion{tag}.png"))
     lines = [
         "| model (same size, random init) | held-out top-1 | by speed 1 / 2 / 3 px per frame | steps |",
         "|---|---|---|---|",
@@ -135,7 +137,7 @@ def run(runs: str, *, variants: list[str], steps: int | None = None) -> dict[str
     for variant, result in results.items():
         lines.append(f"- {VARIANTS[variant]}: {result['confusion']}")
     table = "\n".join(lines)
-    with open(os.path.join(runs, "ila_pan_results.md"), "w") as f:
+    with open(os.path.join(runs, f"ila_pan_results{tag}.md"), "w") as f:
         f.write(table + "\n")
     print(table)
     return results
@@ -147,9 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs", help="parent directory of the three workdirs")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=None, help="override num_train_steps (default: the config's)")
+    parser.add_argument("--seed", type=int, default=0, help="config.seed; a nonzero seed gets its own workdirs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    run(args.runs, variants=args.variants, steps=args.steps)
+    run(args.runs, variants=args.variants, steps=args.steps, seed=args.seed)
 
 
 if __name__ == "__main__":
