@@ -8,12 +8,13 @@ Both sides run `forward_image` (Hiera trunk + FPN neck + the decoder's conv_s0/c
 of ours and the reference alternate, so load changes on a shared machine affect both alike.
 Writes benchmarks/results/sam2_<backend>.json and .md.
 
-    python benchmarks/sam2.py --tracking --image-sizes 512 --frames 10
+    python benchmarks/sam2.py --tracking --image-sizes 512 --frames 16 --repeats 3
 
 times per-frame video tracking instead: our streaming `SAM2VideoPredictor` (one object clicked on frame 0, each
 tracked frame = image encoder + memory attention + heads + memory encoder, jitted) vs the official
-`SAM2VideoPredictor.propagate_in_video` (torch eager) on the same frames (a camera pan over a real photo), the
-first 2 tracked frames of each side excluded (compilation / warm-up). Writes sam2_tracking_<backend>.json and .md.
+`SAM2VideoPredictor.propagate_in_video` (torch eager) on the same frames (a camera pan over a real photo), in
+`--repeats` alternating rounds of the whole video after one untimed round of ours (which compiles); the first 2
+tracked frames of each round excluded (warm-up). Writes sam2_tracking_<backend>.json and .md.
 """
 
 from __future__ import annotations
@@ -102,8 +103,13 @@ def bench(variant: str, image_size: int, repeats: int, with_reference: bool) -> 
     return row
 
 
-def bench_tracking(variant: str, image_size: int, num_frames: int, warmup: int = 2) -> dict:
-    """Median per-frame tracking latency of ours and of the official video predictor (CPU)."""
+def bench_tracking(variant: str, image_size: int, num_frames: int, rounds: int = 3, warmup: int = 2) -> dict:
+    """Median per-frame tracking latency of ours and of the official video predictor (CPU), alternating rounds.
+
+    One round = the whole video through ours (reset, click, track every frame), then through the official
+    predictor; rounds alternate so load changes on a shared machine hit both alike. Per side: the median over all
+    rounds of the per-frame times after the first `warmup` tracked frames of each round, and the spread of the
+    per-round medians."""
     import tempfile
 
     from PIL import Image
@@ -116,35 +122,61 @@ def bench_tracking(variant: str, image_size: int, num_frames: int, warmup: int =
     click = [[320.0, 200.0]]
     model = zoo.create_model(_CONFIGS[variant], rngs=nnx.Rngs(0), image_size=image_size)
     predictor = SAM2VideoPredictor(model, num_frames=num_frames)
-    predictor.add_points(0, frames[0], obj_id=1, points=click, labels=[1])
-    ours = []
-    for index in range(1, num_frames):
-        start = time.perf_counter()
-        predictor.track(index, frames[index])
-        ours.append(time.perf_counter() - start)
-    row = {"model": _CONFIGS[variant], "image_size": image_size, "frames": num_frames,
-           "ours_s": statistics.median(ours[warmup:]), "ours_first_s": ours[0], "reference_s": None, "speedup": None}
+
+    def run_ours() -> list[float]:
+        predictor.reset()
+        predictor.add_points(0, frames[0], obj_id=1, points=click, labels=[1])
+        times = []
+        for index in range(1, num_frames):
+            start = time.perf_counter()
+            predictor.track(index, frames[index])
+            times.append(time.perf_counter() - start)
+        return times
+
+    run_theirs = None
     try:
         import torch
         from sam2.build_sam import build_sam2_video_predictor
     except ImportError:
-        return row
-    torch.set_num_threads(os.cpu_count() or 1)
-    ref = build_sam2_video_predictor(f"configs/sam2/sam2_hiera_{variant}.yaml", ckpt_path=None, device="cpu",
-                                     hydra_overrides_extra=[f"++model.image_size={image_size}"])
-    with tempfile.TemporaryDirectory() as folder:
+        torch = None
+    folder = tempfile.TemporaryDirectory()
+    if torch is not None:
+        torch.set_num_threads(os.cpu_count() or 1)
+        ref = build_sam2_video_predictor(f"configs/sam2/sam2_hiera_{variant}.yaml", ckpt_path=None, device="cpu",
+                                         hydra_overrides_extra=[f"++model.image_size={image_size}"])
         for index, frame in enumerate(frames):
-            Image.fromarray(frame).save(os.path.join(folder, f"{index:05d}.jpg"))
-        with torch.inference_mode():
-            state = ref.init_state(folder)
-            ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=click, labels=[1])
-            theirs, start = [], time.perf_counter()
-            for index, _, _ in ref.propagate_in_video(state):
-                if index > 0:
-                    theirs.append(time.perf_counter() - start)
-                start = time.perf_counter()
-    row["reference_s"] = statistics.median(theirs[warmup:])
-    row["speedup"] = row["reference_s"] / row["ours_s"]
+            Image.fromarray(frame).save(os.path.join(folder.name, f"{index:05d}.jpg"))
+
+        def run_theirs() -> list[float]:
+            with torch.inference_mode():
+                state = ref.init_state(folder.name)
+                ref.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=click, labels=[1])
+                times, start = [], time.perf_counter()
+                for index, _, _ in ref.propagate_in_video(state):
+                    if index > 0:
+                        times.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+            return times
+
+    first = run_ours()  # compiles every memory-frame bucket: reported apart, not in the rounds
+    ours_rounds, theirs_rounds = [], []
+    for _ in range(rounds):
+        ours_rounds.append(run_ours()[warmup:])
+        if run_theirs is not None:
+            theirs_rounds.append(run_theirs()[warmup:])
+    folder.cleanup()
+    ours_all = [t for times in ours_rounds for t in times]
+    row = {"model": _CONFIGS[variant], "image_size": image_size, "frames": num_frames, "rounds": rounds,
+           "ours_s": statistics.median(ours_all), "ours_round_medians_s": [statistics.median(t) for t in ours_rounds],
+           "ours_first_s": first[0], "ours_compile_round_s": sum(first), "ours_times_s": ours_rounds,
+           "reference_s": None, "speedup": None}
+    if theirs_rounds:
+        theirs_all = [t for times in theirs_rounds for t in times]
+        row["reference_s"] = statistics.median(theirs_all)
+        row["reference_round_medians_s"] = [statistics.median(t) for t in theirs_rounds]
+        row["reference_times_s"] = theirs_rounds
+        row["speedup"] = row["reference_s"] / row["ours_s"]
+        row["round_speedups"] = [t / o for o, t in zip(row["ours_round_medians_s"], row["reference_round_medians_s"])]
     return row
 
 
@@ -152,23 +184,33 @@ def main_tracking(args) -> int:
     """--tracking: per-frame video tracking latency, ours vs the official predictor."""
     device = jax.devices()[0]
     rows = []
+    load_start = os.getloadavg()
     for variant in args.variants:
         for image_size in args.image_sizes:
-            rows.append(bench_tracking(variant, image_size, args.frames))
-            print(json.dumps(rows[-1]))
-    result = {"benchmark": "SAM2 per-frame video tracking latency (1 object, f32)", "backend": device.platform,
-              "device": str(device.device_kind), "jax": jax.__version__, "cpu_count": os.cpu_count(),
-              "load_average": os.getloadavg(), "platform": platform.platform(), "rows": rows}
+            rows.append(bench_tracking(variant, image_size, args.frames, args.repeats))
+            print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("times_s")}))
+    result = {"benchmark": "SAM2 per-frame video tracking latency (1 object, f32, alternating rounds)",
+              "backend": device.platform, "device": str(device.device_kind), "jax": jax.__version__,
+              "cpu_count": os.cpu_count(), "load_average_start": load_start, "load_average": os.getloadavg(),
+              "platform": platform.platform(), "rows": rows}
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"sam2_tracking_{device.platform}")
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=2)
     lines = [f"# SAM2 per-frame tracking latency ({device.device_kind}, 1 object, f32)", "",
-             f"jax {jax.__version__}; {os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.1f}", "",
-             "| model | size | frames | ours (s/frame) | PyPI sam2 (s/frame) | speed-up |", "|---|---|---|---|---|---|"]
+             (f"jax {jax.__version__}; {os.cpu_count()} CPUs; load average at the start {load_start[0]:.1f}, at the "
+              f"end {os.getloadavg()[0]:.1f} (the machine was shared, not idle); {args.repeats} alternating rounds, "
+              "median over all rounds' frames 3 on (per-round medians in brackets)"), "",
+             "| model | size | frames | ours (s/frame) | PyPI sam2 (s/frame) | speed-up (per round) |",
+             "|---|---|---|---|---|---|"]
     for row in rows:
-        ref = f"{row['reference_s']:.2f} | {row['speedup']:.2f}x" if row["reference_s"] else "- | -"
-        lines.append(f"| {row['model']} | {row['image_size']} | {row['frames']} | {row['ours_s']:.2f} | {ref} |")
+        ours = f"{row['ours_s']:.2f} [{', '.join(f'{t:.2f}' for t in row['ours_round_medians_s'])}]"
+        if row["reference_s"]:
+            ref = (f"{row['reference_s']:.2f} [{', '.join(f'{t:.2f}' for t in row['reference_round_medians_s'])}] | "
+                   f"{row['speedup']:.2f}x [{', '.join(f'{t:.2f}' for t in row['round_speedups'])}]")
+        else:
+            ref = "- | -"
+        lines.append(f"| {row['model']} | {row['image_size']} | {row['frames']} | {ours} | {ref} |")
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
