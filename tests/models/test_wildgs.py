@@ -12,10 +12,12 @@ from flax import nnx
 from kernels.rasterize import rasterize
 from models.wildgs import (
     AppearanceModel,
+    ParsingUNet,
     ResNetEncoder,
     TriplaneEncoder,
     backproject_depth,
     convert_resnet18_encoder,
+    load_resnet18_encoder,
     plane_cells,
     sample_plane,
     sample_triplane,
@@ -97,6 +99,21 @@ def test_converter_lists_missing_unknown_and_misshaped_keys():
     assert "layer3.1.conv2.kernel" in message  # missing
     assert "layer9.0.conv1.weight" in message  # unknown
     assert "bn1.running_var" in message  # mis-shaped
+
+
+def test_load_resnet18_encoder_in_place(tiny_model):
+    _, net = _torchvision_resnet18()
+    state_dict = {k: v.numpy() for k, v in net.state_dict().items()}
+    model = nnx.eval_shape(lambda: ParsingUNet(rngs=nnx.Rngs(0)))
+    assert load_resnet18_encoder(model, {"state_dict": state_dict}) is model
+    encoder = model.encoder
+    np.testing.assert_array_equal(
+        np.asarray(encoder.layer2[0].downsample[0].kernel[...]),
+        state_dict["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(np.asarray(encoder.layer4[1].bn2.var[...]), state_dict["layer4.1.bn2.running_var"])
+    with pytest.raises(ConversionError, match="mis-shaped"):  # the tiny test encoder is not ResNet-18
+        load_resnet18_encoder(tiny_model, state_dict)
 
 
 def _random_model(seed: int = 0) -> AppearanceModel:
