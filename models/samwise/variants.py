@@ -47,7 +47,9 @@ def _register(name: str, variant: str, manual: bool) -> None:
         num_classes=0, url=_REPO, license="MIT (SAMWISE); Apache-2.0 (SAM2)", paper=_PAPER,
         manual_url=f"{_REPO}#model-zoo" if manual else "",
         manual_filename="final_model_mevis.pth" if manual else "",
-        notes=("inputs: frames resized to long side 1024, ImageNet-normalised, zero-padded bottom/right; text: "
+        notes=(("" if manual else "No official weights were released for this trunk (the official README links "
+                "Hiera-B+ checkpoints only); train it or load your own. ")
+               + "Inputs: frames resized to long side 1024, ImageNet-normalised, zero-padded bottom/right; text: "
                "roberta-base BPE ids (models.text.roberta_tokenizer). Released checkpoints are re-saved as "
                "{'model': state_dict} before loading (see models/samwise/variants.py)"),
     )
