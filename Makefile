@@ -51,5 +51,8 @@ system-data:
 train: install
 	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
 
+# The suite in TEST_WORKERS processes (pytest-xdist); a test file stays on one worker (its fixtures and caches are
+# built once). Most tests are compile- or dispatch-bound on one thread, so 2 workers on 2 cores cut the wall time.
+TEST_WORKERS ?= 2
 test: install-test
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
