@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
-import statistics
 import sys
-import time
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,19 +29,11 @@ import optax
 from flax import nnx
 
 import zoo
-from benchmarks.common import nnx_classifier_runners, torch_classifier_runners
+from benchmarks import common
+from benchmarks.common import nnx_classifier_runners, timed, torch_classifier_runners
 
 MODEL = "fcaformer_l2"
 DROP_PATH = 0.1  # the L2 recipe
-
-
-def _timed(step, iters: int) -> list[float]:
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def setup_ours(images: np.ndarray, labels: np.ndarray) -> dict:
@@ -90,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (ours, official)")
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per round and implementation")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -109,19 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, dict[str, list[float]]] = {name: {"train": [], "infer": []} for name in impls}
     for kind in ("infer", "train"):
         for name, steps in impls.items():  # warm-up (and compilation for ours)
-            _timed(steps[kind], args.warmup)
+            timed(steps[kind], args.warmup)
         for _ in range(args.rounds):
             for name, steps in impls.items():
-                times[name][kind] += _timed(steps[kind], args.iters)
+                times[name][kind] += timed(steps[kind], args.iters)
 
     backend = jax.default_backend()
-    rows = {
-        name: {
-            kind: {"median_s": statistics.median(t), "images_per_s": args.batch / statistics.median(t), "times_s": t}
-            for kind, t in kinds.items()
-        }
-        for name, kinds in times.items()
-    }
+    rows = {name: {kind: common.median_summary(t, args.batch) for kind, t in kinds.items()} for name, kinds in times.items()}
     ratios = None
     if len(rows) == 2:
         ours, ref = rows["ours (nnx.jit)"], rows["official (torch eager)"]
@@ -139,27 +122,13 @@ def main(argv: list[str] | None = None) -> int:
          f"timed iterations in alternating rounds after {args.warmup} warm-up; {os.cpu_count()} CPU cores "
          f"(torch threads {torch_threads}); {record['device']}."),
         "",
-        "| implementation | train step (s) | train images/s | inference (s) | inference images/s |",
-        "|---|---|---|---|---|",
     ]
-    for name, row in rows.items():
-        lines.append(
-            f"| {name} | {row['train']['median_s']:.3f} | {row['train']['images_per_s']:.2f} | "
-            f"{row['infer']['median_s']:.3f} | {row['infer']['images_per_s']:.2f} |"
-        )
+    lines += common.classifier_table(rows)
     if ratios:
         lines += ["", f"Ratio ours / official (images/s): train {ratios['train']:.2f}x, inference {ratios['infer']:.2f}x."]
     else:
         lines += ["", "Official model not run (pass --official-repo PATH to compare)."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"fcaformer_{backend}")
-    with open(stem + ".json", "w") as handle:
-        json.dump(record, handle, indent=2)
-    with open(stem + ".md", "w") as handle:
-        handle.write(table)
-    print(f"wrote {stem}.json and {stem}.md")
+    common.write_results(args.out, f"fcaformer_{backend}", record, "\n".join(lines) + "\n", say=print)
     return 0
 
 

@@ -67,11 +67,8 @@ its load: compare only numbers from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shlex
-import statistics
 import sys
 import time
 import types
@@ -87,7 +84,8 @@ from flax import nnx
 
 import models.ila  # noqa: F401  (ours, imported before the official `models` package is swapped in)
 import zoo
-from benchmarks.common import apply_omp_wait_policy, busy_processes, cpu_model, log, timed
+from benchmarks import common
+from benchmarks.common import busy_processes, cpu_model, fmt, log, timed
 from models.ila.groups import ADAMW, BASE_LR, BASE_WEIGHT_DECAY, FROZEN_PATTERNS, official_param_groups
 from zoo.train.optim import build_optimizer, trainable_filter
 
@@ -302,11 +300,6 @@ def bench_loader(batch: int, workers: list[int], batches: int, short_side: int) 
 
 
 # --- driver --------------------------------------------------------------------------------------------------------
-def _summary(times: list[float], batch: int) -> dict:
-    median = statistics.median(times)
-    return {"median_s": median, "clips_per_s": batch / median, "times_s": times}
-
-
 def bench_config(key: str, batch: int, official, args) -> dict:
     cfg = CONFIGS[key]
     rng = np.random.default_rng(0)
@@ -339,7 +332,8 @@ def bench_config(key: str, batch: int, official, args) -> dict:
                 f"train {times[name]['train'][-1]:.2f}s, loss {impl['state'].get('loss', float('nan')):.4f}")
     rows = {}
     for name, kinds in times.items():
-        rows[name] = {"infer": _summary(kinds["infer"], batch), "train": _summary(kinds["train"], batch),
+        rows[name] = {"infer": common.median_summary(kinds["infer"], batch, "clips_per_s"),
+                      "train": common.median_summary(kinds["train"], batch, "clips_per_s"),
                       "last_loss": impls[name]["state"].get("loss"), "params": impls[name]["counts"],
                       "flops": impls[name]["flops"]}
     ratios = None
@@ -377,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="OMP_WAIT_POLICY for torch, set before torch is imported (an environment value wins). "
                         "auto: PASSIVE when the 1-min load average is > 0.5 at the start")
     parser.add_argument("--note", default="", help="free text added to the markdown")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
     keys = ["tiny"] if args.tiny else [k.strip() for k in args.configs.split(",") if k.strip()]
     for key in keys:
@@ -386,26 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in args.loader_workers.split(",") if w.strip()]
 
     t_start = time.perf_counter()
-    load_start = os.getloadavg()
-    busy_start = busy_processes()
-    log(f"load average before the run (1/5/15 min): {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    load_start, busy_start = common.log_load_start()
     versions = {"jax": jax.__version__, "flax": __import__("flax").__version__, "optax": optax.__version__}
-    official, torch_threads = None, None
-    omp_policy = (apply_omp_wait_policy(args.omp_wait_policy, load_start[0]) if args.official
-                  else os.environ.get("OMP_WAIT_POLICY"))
-    if args.official:
-        if "torch" in sys.modules:
-            log("warning: torch was imported before OMP_WAIT_POLICY could be set")
-        import timm
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
-        torch_threads = torch.get_num_threads()
-        log(f"official: torch threads {torch_threads}, OMP_WAIT_POLICY={omp_policy or 'unset'}")
-        official = load_official(args.official)
-        versions.update(torch=torch.__version__, timm=timm.__version__)
-    else:
-        log("no --official (nor $ILA_OFFICIAL): measuring ours only, the reference column is skipped")
+    omp_policy, torch_threads, torch_versions = common.start_torch(
+        args.official, args.omp_wait_policy, args.torch_threads, load_start[0], "ILA_OFFICIAL")
+    official = load_official(args.official) if args.official else None
+    versions.update(torch_versions)
 
     configs = {key: bench_config(key, args.batch, official, args) for key in keys}
     loader = bench_loader(args.loader_batch, workers, args.loader_batches, args.loader_short_side) if workers else {}
@@ -428,9 +408,6 @@ def main(argv: list[str] | None = None) -> int:
         "busy_processes_start": busy_start, "busy_processes_end": busy_end, "loaded_machine": loaded,
         "wall_s": time.perf_counter() - t_start, "note": args.note,
     }
-
-    def fmt(value, spec):
-        return "n/a" if value is None else format(value, spec)
 
     lines = [f"# ILA (K400, X-CLIP head): ours (jax.jit) vs official Francis-Rings/ILA (PyTorch eager), {backend}", ""]
     if loaded:
@@ -524,22 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                        "the cached features without its `eval()`/`train()` side effect; prompts frozen too "
                        "(`requires_grad=False`; officially trainable but never optimised); optimizer = official "
                        "`build_optimizer` with a stand-in config.")]
-    if args.note:
-        lines += ["", f"Note: {args.note}"]
-    if busy_start or busy_end:
-        lines += ["", "Other processes using >= 5% CPU (ps, lifetime average), at the start: "
-                  + ("; ".join(f"`{p}`" for p in busy_start) or "none")
-                  + "; at the end: " + ("; ".join(f"`{p}`" for p in busy_end) or "none") + "."]
-    lines += ["", "Command: `python benchmarks/ila.py " + shlex.join(argv if argv is not None else sys.argv[1:]) + "`"]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"ila_{backend}")
-    with open(stem + ".json", "w") as handle:
-        json.dump(record, handle, indent=2)
-    with open(stem + ".md", "w") as handle:
-        handle.write(table)
-    log(f"wrote {stem}.json and {stem}.md")
+    lines += common.footer_lines(args.note, busy_start, busy_end, "ila.py", argv)
+    common.write_results(args.out, f"ila_{backend}", record, "\n".join(lines) + "\n")
     return 0
 
 

@@ -35,16 +35,9 @@ VARIANTS = {
 
 
 def _train(config, workdir: str) -> dict[str, Any]:
-    summary_path = os.path.join(workdir, "summary.json")
-    if os.path.exists(summary_path):
-        log.info("%s is done already (summary.json); skipping", workdir)
-        with open(summary_path) as f:
-            return json.load(f)
-    from zoo.train.config import validate_config
-    from zoo.train.trainer import Trainer
+    from benchmarks.common import train_unless_done
 
-    validate_config(config)
-    return Trainer(config, workdir).run()
+    return train_unless_done(config, workdir, log)
 
 
 def predictions(config, workdir: str) -> tuple[np.ndarray, np.ndarray]:

@@ -48,11 +48,8 @@ depend on the machine and its load: compare only numbers from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shlex
-import statistics
 import sys
 import time
 from functools import partial
@@ -66,7 +63,8 @@ import optax
 from flax import nnx
 
 import zoo
-from benchmarks.common import apply_omp_wait_policy, busy_processes, cpu_model, log, timed
+from benchmarks import common
+from benchmarks.common import busy_processes, cpu_model, fmt, log, timed
 from zoo.train.optim import path_string, trainable_filter
 
 MODEL = "maskalign_vit_base_patch16_clip_b16"
@@ -230,11 +228,6 @@ def setup_official(module, cfg: dict, images: np.ndarray) -> dict:
 
 
 # --- driver --------------------------------------------------------------------------------------------------------
-def _summary(times: list[float], batch: int) -> dict:
-    median = statistics.median(times)
-    return {"median_s": median, "images_per_s": batch / median, "times_s": times}
-
-
 def bench_config(key: str, batch: int, official, args) -> dict:
     cfg = CONFIGS[key]
     rng = np.random.default_rng(0)
@@ -259,7 +252,7 @@ def bench_config(key: str, batch: int, official, args) -> dict:
                 f"teacher {times[name]['teacher'][-1]:.2f}s, loss {impl['state'].get('loss', float('nan')):.4f}")
     rows = {}
     for name, kinds in times.items():
-        step, teacher = _summary(kinds["step"], batch), _summary(kinds["teacher"], batch)
+        step, teacher = common.median_summary(kinds["step"], batch), common.median_summary(kinds["teacher"], batch)
         rows[name] = {"step": step, "teacher": teacher, "teacher_share": teacher["median_s"] / step["median_s"],
                       "last_loss": impls[name]["state"].get("loss"), "params": impls[name]["counts"]}
     ratio = rows["ours"]["step"]["images_per_s"] / rows["official"]["step"]["images_per_s"] if official else None
@@ -288,34 +281,20 @@ def main(argv: list[str] | None = None) -> int:
                         "environment value wins). auto: PASSIVE when the 1-min load average is > 0.5 at the start, "
                         "else unset (libgomp's spinning default)")
     parser.add_argument("--note", default="", help="free text added to the markdown (e.g. what else was running)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
     for key in keys:
         if key not in CONFIGS:
             parser.error(f"unknown config {key!r}; choose from {', '.join(CONFIGS)}")
 
-    load_start = os.getloadavg()
-    busy_start = busy_processes()
-    log(f"load average before the run (1/5/15 min): {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    load_start, busy_start = common.log_load_start()
     versions = {"jax": jax.__version__, "flax": __import__("flax").__version__, "optax": optax.__version__}
-    official, torch_threads = None, None
-    omp_policy = (apply_omp_wait_policy(args.omp_wait_policy, load_start[0]) if args.official
-                  else os.environ.get("OMP_WAIT_POLICY"))
-    if args.official:
-        if "torch" in sys.modules:
-            log("warning: torch was imported before OMP_WAIT_POLICY could be set")
-        import timm
-        import torch
-        import transformers
-
-        torch.set_num_threads(args.torch_threads)
-        log(f"official: torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={omp_policy or 'unset'}")
-        torch_threads = torch.get_num_threads()
-        official = load_official(args.official)
-        versions.update(torch=torch.__version__, timm=timm.__version__, transformers=transformers.__version__)
-    else:
-        log("no --official (nor $MASKALIGN_OFFICIAL): measuring ours only, the reference column is skipped")
+    omp_policy, torch_threads, torch_versions = common.start_torch(
+        args.official, args.omp_wait_policy, args.torch_threads, load_start[0], "MASKALIGN_OFFICIAL",
+        extra_versions=("transformers",))
+    official = load_official(args.official) if args.official else None
+    versions.update(torch_versions)
 
     batches = {"b16": args.batch_b16, "reduced": args.batch_reduced}
     configs = {key: bench_config(key, batches[key], official, args) for key in keys}
@@ -335,9 +314,6 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": load_start, "loadavg_end": load_end,
         "busy_processes_start": busy_start, "busy_processes_end": busy_end, "machine_idle": idle, "note": args.note,
     }
-
-    def fmt(value, spec):
-        return "n/a" if value is None else format(value, spec)
 
     lines = [
         f"# MaskAlign pre-training step: ours (jax.jit) vs official OpenDriveLab/maskalign (PyTorch eager), {backend}",
@@ -382,23 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if official is None:
         lines += ["", "Official code not run (pass --official PATH or set MASKALIGN_OFFICIAL to compare)."]
-    if args.note:
-        lines += ["", f"Note: {args.note}"]
-    if busy_start or busy_end:
-        lines += ["", "Other processes using >= 5% CPU (ps, lifetime average), at the start: "
-                  + ("; ".join(f"`{p}`" for p in busy_start) or "none")
-                  + "; at the end: " + ("; ".join(f"`{p}`" for p in busy_end) or "none") + "."]
-    lines += ["", "Command: `python benchmarks/maskalign.py "
-              + shlex.join(argv if argv is not None else sys.argv[1:]) + "`"]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"maskalign_{backend}")
-    with open(stem + ".json", "w") as handle:
-        json.dump(record, handle, indent=2)
-    with open(stem + ".md", "w") as handle:
-        handle.write(table)
-    log(f"wrote {stem}.json and {stem}.md")
+    lines += common.footer_lines(args.note, busy_start, busy_end, "maskalign.py", argv)
+    common.write_results(args.out, f"maskalign_{backend}", record, "\n".join(lines) + "\n")
     return 0
 
 

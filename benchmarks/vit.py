@@ -10,12 +10,9 @@ Timings depend on the machine and its load: compare only numbers from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,18 +23,20 @@ import optax
 from flax import nnx
 
 import zoo
-from benchmarks.common import torch_classifier_runners
+from benchmarks.common import (
+    RESULTS_DIR,
+    classifier_table,
+    median_summary,
+    timed,
+    torch_classifier_runners,
+    write_results,
+)
 
 
 def _time(step, iters: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+    return timed(step, iters)
 
 
 def bench_ours(name: str, images: np.ndarray, labels: np.ndarray, iters: int, warmup: int) -> dict[str, list[float]]:
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
     import torch
@@ -102,16 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "timm (torch eager)": bench_timm(args.model, images, labels, args.iters, args.warmup),
     }
     backend = jax.default_backend()
-    rows = {}
-    for impl, times in results.items():
-        rows[impl] = {
-            kind: {
-                "median_s": statistics.median(t),
-                "images_per_s": args.batch / statistics.median(t),
-                "times_s": t,
-            }
-            for kind, t in times.items()
-        }
+    rows = {impl: {kind: median_summary(t, args.batch) for kind, t in times.items()} for impl, times in results.items()}
     ours, ref = rows["ours (jax.jit)"], rows["timm (torch eager)"]
     ratios = {kind: ours[kind]["images_per_s"] / ref[kind]["images_per_s"] for kind in ("train", "infer")}
     record = {
@@ -137,24 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         (f"batch {args.batch}, 224 px, float32, AdamW; median of {args.iters} timed iterations after {args.warmup} "
         f"warm-up; {os.cpu_count()} CPU cores (torch threads {torch.get_num_threads()}); {record['device']}."),
         "",
-        "| implementation | train step (s) | train images/s | inference (s) | inference images/s |",
-        "|---|---|---|---|---|",
     ]
-    for impl, row in rows.items():
-        lines.append(
-            f"| {impl} | {row['train']['median_s']:.3f} | {row['train']['images_per_s']:.2f} | "
-            f"{row['infer']['median_s']:.3f} | {row['infer']['images_per_s']:.2f} |"
-        )
+    lines += classifier_table(rows)
     lines += ["", f"Ratio ours / timm (images/s): train {ratios['train']:.2f}x, inference {ratios['infer']:.2f}x.", ""]
-    table = "\n".join(lines)
-    print(table)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"vit_{backend}")
-    with open(stem + ".json", "w") as handle:
-        json.dump(record, handle, indent=2)
-    with open(stem + ".md", "w") as handle:
-        handle.write(table)
-    print(f"wrote {stem}.json and {stem}.md")
+    write_results(args.out, f"vit_{backend}", record, "\n".join(lines), say=print)
     return 0
 
 
