@@ -349,8 +349,29 @@ def _split_name(split: str | None, default: str) -> str:
     return {"val": "valid", "validation": "valid", "eval": "valid"}.get(split, split)
 
 
-def _default_sampling(split: str, train_sampling: str) -> str:
-    return train_sampling if split == "train" else "all"
+def _source(
+    dataset: str,
+    split: str,
+    train_sampling: str,
+    videos: list[RefVideo],
+    expressions: list[RefExpression],
+    masks: Any | None,
+    num_frames: int,
+    sampling: str | None,
+    size: int | None,
+    require_object: bool | None,
+) -> ReferringVideoSource:
+    """The factories' source, named "<dataset> <split>"; `sampling` None: `train_sampling` for "train", else "all"."""
+    return ReferringVideoSource(
+        videos,
+        expressions,
+        masks,
+        num_frames=num_frames,
+        sampling=sampling or (train_sampling if split == "train" else "all"),
+        size=size,
+        require_object=require_object,
+        name=f"{dataset} {split}",
+    )
 
 
 def _videos_and_expressions(
@@ -433,15 +454,8 @@ def ref_youtube_vos(
     masks = _palette_masks(split_dir / "Annotations", with_masks)
     if masks is not None and any(not e.targets for e in expressions):
         raise RefVOSFormatError(f"{str(meta_path)!r}: expressions without 'obj_id' cannot be matched to masks")
-    return ReferringVideoSource(
-        videos,
-        expressions,
-        masks,
-        num_frames=num_frames,
-        sampling=sampling or _default_sampling(split, "local"),
-        size=size,
-        require_object=require_object,
-        name=f"Ref-YouTube-VOS {split}",
+    return _source(
+        "Ref-YouTube-VOS", split, "local", videos, expressions, masks, num_frames, sampling, size, require_object
     )
 
 
@@ -480,16 +494,7 @@ def mevis(
             raise RefVOSFormatError(
                 f"{str(split_dir / 'meta_expressions.json')!r}: expressions {empty[:5]} have no anno_id"
             )
-    return ReferringVideoSource(
-        videos,
-        expressions,
-        masks,
-        num_frames=num_frames,
-        sampling=sampling or _default_sampling(split, "global"),
-        size=size,
-        require_object=require_object,
-        name=f"MeViS {split}",
-    )
+    return _source("MeViS", split, "global", videos, expressions, masks, num_frames, sampling, size, require_object)
 
 
 _DAVIS_NAME_FIXES = {"clasic-car": "classic-car", "dog-scale": "dogs-scale", "motor-bike": "motorbike"}
@@ -573,15 +578,8 @@ def ref_davis17(
         masks = _palette_masks(split_dir / "Annotations", True)
     else:
         videos, expressions, masks = _raw_davis(root, split)
-    return ReferringVideoSource(
-        videos,
-        expressions,
-        masks,
-        num_frames=num_frames,
-        sampling=sampling or _default_sampling(split, "global"),
-        size=size,
-        require_object=require_object,
-        name=f"Ref-DAVIS17 {split}",
+    return _source(
+        "Ref-DAVIS17", split, "global", videos, expressions, masks, num_frames, sampling, size, require_object
     )
 
 
