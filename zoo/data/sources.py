@@ -76,6 +76,34 @@ def _check_index(index: int, length: int) -> int:
     return index
 
 
+def list_class_folder(
+    root: Path, extensions: Sequence[str], kind: str, example: str
+) -> tuple[list[str], list[int], list[str]]:
+    """(files, labels, class_names) of a class-per-folder tree `root/<class_name>/**/<file>`: class names are the
+    sorted sub-folder names, label i the i-th name, files (suffix in `extensions`, any case) in sorted order. A
+    missing folder, no class folder or no file is a FileNotFoundError naming the `kind` ("image", "video") and the
+    expected layout (`example`: the file part of it, e.g. "<image>.jpg|png")."""
+    expected = f"expected a class-per-folder layout: <root>/<class_name>/{example}"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{kind} folder dataset not found: {str(root)!r} does not exist; {expected}")
+    class_names = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    if not class_names:
+        raise FileNotFoundError(f"no class sub-folders in {str(root)!r}; {expected}")
+    suffixes = tuple(extension.lower() for extension in extensions)
+    files: list[str] = []
+    labels: list[int] = []
+    for label, class_name in enumerate(class_names):
+        for dirpath, dirnames, filenames in os.walk(root / class_name, followlinks=True):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                if filename.lower().endswith(suffixes):
+                    files.append(os.path.join(dirpath, filename))
+                    labels.append(label)
+    if not files:
+        raise FileNotFoundError(f"no {kind} files ({', '.join(suffixes)}) under {str(root)!r}; {expected}")
+    return files, labels, class_names
+
+
 def load_image_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file with PIL into uint8 HWC RGB (grey and palette images are converted)."""
     with Image.open(path) as image:
@@ -110,24 +138,7 @@ class ImageFolderSource:
         decode: Callable[[str], np.ndarray] = load_image_rgb,
     ):
         self.root = Path(root).expanduser()
-        expected = "expected a class-per-folder layout: <root>/<class_name>/<image>.jpg|png"
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder dataset not found: {str(self.root)!r} does not exist; {expected}")
-        self.class_names = sorted(entry.name for entry in self.root.iterdir() if entry.is_dir())
-        if not self.class_names:
-            raise FileNotFoundError(f"no class sub-folders in {str(self.root)!r}; {expected}")
-        suffixes = tuple(extension.lower() for extension in extensions)
-        files: list[str] = []
-        labels: list[int] = []
-        for label, class_name in enumerate(self.class_names):
-            for dirpath, dirnames, filenames in os.walk(self.root / class_name, followlinks=True):
-                dirnames.sort()
-                for filename in sorted(filenames):
-                    if filename.lower().endswith(suffixes):
-                        files.append(os.path.join(dirpath, filename))
-                        labels.append(label)
-        if not files:
-            raise FileNotFoundError(f"no image files ({', '.join(suffixes)}) under {str(self.root)!r}; {expected}")
+        files, labels, self.class_names = list_class_folder(self.root, extensions, "image", "<image>.jpg|png")
         self._decode = decode
         self._lock = threading.Lock()
         self._corrupt: set[str] = set()

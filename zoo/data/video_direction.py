@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.data.sources import _check_index
 from zoo.data.video_io import decode_all_frames
 
 OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"
@@ -108,7 +109,45 @@ def split_ranges(num_frames: int, window: int, eval_fraction: float) -> dict[str
     return {"train": (0, num_frames - eval_length), "eval": (num_frames - eval_length, num_frames)}
 
 
-class DirectionSpeedSource:
+_SPLIT_ALIASES = {"test": "eval", "validation": "eval", "val": "eval", None: "all"}
+
+
+def split_part(split: str | None, source: str) -> str:
+    """The part ("train", "eval" or "all") a split name reads: "test", "validation" and "val" are "eval", None is
+    "all"; any other name is a ValueError naming `source`."""
+    part = _SPLIT_ALIASES.get(split, split)
+    if part not in ("train", "eval", "all"):
+        raise ValueError(f"{source} split must be train, eval or all; got {split!r}")
+    return part
+
+
+def part_ranges(ranges: dict[str, tuple[int, int]], part: str) -> list[tuple[int, int]]:
+    """The (start, stop) frame ranges of `split_ranges` that split part `part` ("train", "eval" or "all") reads."""
+    return [ranges["train"], ranges["eval"]] if part == "all" else [ranges[part]]
+
+
+class LabelledClips:
+    """What the embedded clip sources share: one example per row of `entries` (video_id, start frame, label, ...),
+    labels named by `class_names`."""
+
+    entries: np.ndarray
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        """The number of label names (6 for direction x speed, 4 for the pan directions)."""
+        return len(self.class_names)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int32 labels."""
+        return self.entries[:, 2]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class DirectionSpeedSource(LabelledClips):
     """Clips labelled by playback direction x speed (see the module docstring).
 
     Each example: {"video": uint8 (T, S, S, 3), "label": int32 in [0, 6), "video_id": int32, "start": int32}.
@@ -128,16 +167,6 @@ class DirectionSpeedSource:
         self.num_frames, self.crop = int(num_frames), crop
         self.class_names = list(DIRECTION_SPEED_CLASSES)
 
-    @property
-    def num_classes(self) -> int:
-        """6: direction x speed."""
-        return len(self.class_names)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """(N,) int32 labels."""
-        return self.entries[:, 2]
-
     def frame_indices(self, index: int) -> tuple[int, np.ndarray]:
         """(video_id, frame indices in playback order) of example `index`."""
         video_id, start, label = (int(value) for value in self.entries[index])
@@ -145,13 +174,8 @@ class DirectionSpeedSource:
         indices = start + stride * np.arange(self.num_frames)
         return video_id, indices[::-1] if label >= len(STRIDES) else indices
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        index = int(index) + (len(self) if int(index) < 0 else 0)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a source of length {len(self)}")
+        index = _check_index(index, len(self))
         video_id, indices = self.frame_indices(index)
         clip = self.frames[video_id][indices]
         if self.crop == "center":
@@ -193,10 +217,7 @@ def video_direction_speed(
     """
     if unused:
         raise TypeError(f"unexpected arguments for video_direction_speed: {sorted(unused)}")
-    aliases = {"test": "eval", "validation": "eval", "val": "eval", None: "all"}
-    part = aliases.get(split, split)
-    if part not in ("train", "eval", "all"):
-        raise ValueError(f"video_direction_speed split must be train, eval or all; got {split!r}")
+    part = split_part(split, "video_direction_speed")
     if crop not in ("center", None):
         raise ValueError(f"crop must be 'center' or None, got {crop!r}")
     window = (num_frames - 1) * max(STRIDES) + 1
@@ -204,9 +225,7 @@ def video_direction_speed(
     for video_id, name in enumerate(videos):
         video = cached_video_frames(offline_video_path(name), short_side)
         frames.append(video)
-        ranges = split_ranges(len(video), window, eval_fraction)
-        chosen = [ranges["train"], ranges["eval"]] if part == "all" else [ranges[part]]
-        for first, stop in chosen:
+        for first, stop in part_ranges(split_ranges(len(video), window, eval_fraction), part):
             for start in range(first, stop - window + 1, start_step):
                 entries += [(video_id, start, label) for label in range(len(DIRECTION_SPEED_CLASSES))]
     return DirectionSpeedSource(frames, list(videos), np.asarray(entries), num_frames=num_frames, crop=crop)

@@ -35,14 +35,23 @@ from typing import Any
 
 import numpy as np
 
-from zoo.data.video_direction import DEFAULT_VIDEOS, cached_video_frames, offline_video_path, split_ranges
+from zoo.data.sources import _check_index
+from zoo.data.video_direction import (
+    DEFAULT_VIDEOS,
+    LabelledClips,
+    cached_video_frames,
+    offline_video_path,
+    part_ranges,
+    split_part,
+    split_ranges,
+)
 
 PAN_CLASSES = ("pan_left", "pan_right", "pan_up", "pan_down")
 # (dy, dx) of the crop window per frame, for a speed of 1 px/frame.
 PAN_STEPS = {"pan_left": (0, -1), "pan_right": (0, 1), "pan_up": (-1, 0), "pan_down": (1, 0)}
 
 
-class PanDirectionSource:
+class PanDirectionSource(LabelledClips):
     """Clips of a crop window panning across real video (see the module docstring).
 
     Each example: {"video": uint8 (T, crop, crop, 3), "label": int32 in [0, 4), "video_id", "start", "speed"}.
@@ -56,16 +65,6 @@ class PanDirectionSource:
         self.num_frames, self.crop = int(num_frames), int(crop)
         self.class_names = list(PAN_CLASSES)
 
-    @property
-    def num_classes(self) -> int:
-        """4: left, right, up, down."""
-        return len(self.class_names)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """(N,) int32 labels."""
-        return self.entries[:, 2]
-
     def window_corners(self, index: int) -> np.ndarray:
         """(T, 2) top-left (y, x) of the crop window in each frame of example `index`."""
         _, _, label, speed, centre_y, centre_x = (int(value) for value in self.entries[index])
@@ -78,13 +77,8 @@ class PanDirectionSource:
         centres = np.asarray([centre_y, centre_x])[None, :] + offsets
         return (centres - self.crop // 2).astype(np.int64)
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        index = int(index) + (len(self) if int(index) < 0 else 0)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a source of length {len(self)}")
+        index = _check_index(index, len(self))
         video_id, start, label, speed = (int(value) for value in self.entries[index, :4])
         video = self.frames[video_id]
         clip = np.empty((self.num_frames, self.crop, self.crop, 3), np.uint8)
@@ -130,10 +124,7 @@ def video_pan_direction(
     """
     if unused:
         raise TypeError(f"unexpected arguments for video_pan_direction: {sorted(unused)}")
-    aliases = {"test": "eval", "validation": "eval", "val": "eval", None: "all"}
-    part = aliases.get(split, split)
-    if part not in ("train", "eval", "all"):
-        raise ValueError(f"video_pan_direction split must be train, eval or all; got {split!r}")
+    part = split_part(split, "video_pan_direction")
     speeds = tuple(int(s) for s in speeds)
     if not speeds or min(speeds) < 1:
         raise ValueError(f"speeds must be positive pixels per frame, got {speeds}")
@@ -146,9 +137,7 @@ def video_pan_direction(
         video = cached_video_frames(offline_video_path(name), short_side)
         frames.append(video)
         height, width = video.shape[1:3]
-        ranges = split_ranges(len(video), num_frames, eval_fraction)
-        chosen = [ranges["train"], ranges["eval"]] if part == "all" else [ranges[part]]
-        for first, stop in chosen:
+        for first, stop in part_ranges(split_ranges(len(video), num_frames, eval_fraction), part):
             for window, start in enumerate(range(first, stop - num_frames + 1, start_step)):
                 speed = speeds[window % len(speeds)]
                 half = _reach(speed, num_frames)

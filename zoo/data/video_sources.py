@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from zoo.data.pipeline import SKIPPED_KEY
-from zoo.data.sources import _check_index
+from zoo.data.sources import _check_index, list_class_folder
 from zoo.data.video_io import VideoDecodeError, probe_video, read_frames
 from zoo.data.video_sampling import MULTI_CLIP_MODES, multi_clip_indices, segment_indices
 
@@ -192,25 +192,7 @@ def _is_train(split: str | None, train: bool | None) -> bool:
 # ------------------------------------------------------------------------------------------ class folders
 def list_video_folder(root: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS):
     """(files, labels, class_names) of `root/<class_name>/**/<video>` in sorted order."""
-    root = Path(root).expanduser()
-    expected = "expected a class-per-folder layout: <root>/<class_name>/<video>.mp4|avi|webm"
-    if not root.is_dir():
-        raise FileNotFoundError(f"video folder dataset not found: {str(root)!r} does not exist; {expected}")
-    class_names = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
-    if not class_names:
-        raise FileNotFoundError(f"no class sub-folders in {str(root)!r}; {expected}")
-    suffixes = tuple(extension.lower() for extension in extensions)
-    files, labels = [], []
-    for label, class_name in enumerate(class_names):
-        for dirpath, dirnames, filenames in os.walk(root / class_name, followlinks=True):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                if filename.lower().endswith(suffixes):
-                    files.append(os.path.join(dirpath, filename))
-                    labels.append(label)
-    if not files:
-        raise FileNotFoundError(f"no video files ({', '.join(suffixes)}) under {str(root)!r}; {expected}")
-    return files, labels, class_names
+    return list_class_folder(Path(root).expanduser(), extensions, "video", "<video>.mp4|avi|webm")
 
 
 def video_folder(
