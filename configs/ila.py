@@ -117,8 +117,22 @@ def _direction(config: ml_collections.ConfigDict, *, temporal: str = "ila", mit_
     config.checkpoint_every = 250
 
 
+def _fast(config: ml_collections.ConfigDict) -> None:
+    """A few steps, no eval or checkpoints: the `*_fast` smoke variants (tests / CI)."""
+    config.batch_size = 8
+    config.num_train_steps = 4
+    config.optimizer.warmup_steps = 0
+    config.log_every = 1
+    config.eval_every = 0
+    config.checkpoint_every = 0
+
+
 # variant -> (temporal, mit_layers): ILA, the same model with plain CLIP blocks (+ MIT), and frame averaging.
 PAN_VARIANTS = {"pan": ("ila", 1), "pan_no_ila": ("none", 1), "pan_frame_avg": ("none", 0), "pan_fast": ("ila", 1)}
+DIRECTION_VARIANTS = {
+    "direction": ("ila", 1), "direction_no_ila": ("none", 1), "direction_frame_avg": ("none", 0),
+    "direction_fast": ("ila", 1),
+}  # fmt: skip
 
 
 def get_config(arg: str = "direction") -> ml_collections.ConfigDict:
@@ -130,33 +144,18 @@ def get_config(arg: str = "direction") -> ml_collections.ConfigDict:
     elif arg == "b16_ssv2_8f":
         _official(config, "ila_vit_b16_ssv2_8f", train_source="ssv2:/data/ssv2", eval_source="ssv2:/data/ssv2",
                   num_classes=174, steps_per_epoch=168913 // 256)
-    elif arg in ("direction", "direction_fast"):
-        _direction(config)
-        if arg == "direction_fast":
-            config.batch_size = 8
-            config.num_train_steps = 4
-            config.optimizer.warmup_steps = 0
-            config.log_every = 1
-            config.eval_every = 0
-            config.checkpoint_every = 0
-    elif arg == "direction_no_ila":
-        _direction(config, temporal="none")
-    elif arg == "direction_frame_avg":
-        _direction(config, temporal="none", mit_layers=0)
+    elif arg in DIRECTION_VARIANTS:
+        temporal, mit_layers = DIRECTION_VARIANTS[arg]
+        _direction(config, temporal=temporal, mit_layers=mit_layers)
     elif arg in PAN_VARIANTS:
         temporal, mit_layers = PAN_VARIANTS[arg]
         _direction(config, temporal=temporal, mit_layers=mit_layers, source_name="video_pan_direction", num_classes=4)
         # At 2e-3 the baselines without ILA blocks collapse to a constant output (held-out loss ln 4); at 5e-4 all
         # three train (models/ila/README.md), so the comparison runs at 5e-4.
         config.optimizer.lr = 5e-4
-        if arg == "pan_fast":
-            config.batch_size = 8
-            config.num_train_steps = 4
-            config.optimizer.warmup_steps = 0
-            config.log_every = 1
-            config.eval_every = 0
-            config.checkpoint_every = 0
     else:
         raise ValueError(f"unknown configs/ila.py variant {arg!r}; use b16_k400_8f, b16_ssv2_8f, direction, "
                          "direction_no_ila, direction_frame_avg, direction_fast, pan, pan_no_ila, pan_frame_avg or pan_fast")
+    if arg.endswith("_fast"):
+        _fast(config)
     return config
