@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import zoo.data as zd
-from tests.helpers import in_ci
+from tests.helpers import in_ci, run_result_script
 from zoo.data import embedded
 from zoo.data.randaugment import OPS, RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS
 
@@ -229,20 +229,7 @@ print("RESULT" + json.dumps(out))
 
 def test_tfds_data_source_without_tensorflow(tmp_path):
     # A fresh interpreter: the builder class must be registered there, and we check TensorFlow is never imported.
-    script = tmp_path / "make_tfds.py"
-    script.write_text(_TFDS_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
-    completed = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "tfds")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
-    out = json.loads(line.removeprefix("RESULT"))
+    out = run_result_script(_TFDS_SCRIPT, tmp_path / "make_tfds.py", str(tmp_path / "tfds"))
     assert out["tf"] is False and out["tf_after"] is False
     assert out["len"] == 10 and out["ids"] == list(range(10)) and out["consistent"]
     assert out["image"] == [[8, 8, 3], "uint8"] and out["label_dtype"] == "int32"

@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import ndimage
 
 import zoo.data as zd
-from tests.helpers import in_ci
+from tests.helpers import in_ci, temporary_zoo_cache
 from zoo.data import refvos, refvos_refcoco
 from zoo.data.refvos import RefVOSFormatError
 
@@ -24,11 +24,7 @@ H, W = 12, 16
 
 @pytest.fixture(scope="module", autouse=True)
 def _cache_dir(tmp_path_factory):
-    old = os.environ.get("ZOO_CACHE_DIR")
-    os.environ.setdefault("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("zoo_cache")))
-    yield
-    if old is None:
-        os.environ.pop("ZOO_CACHE_DIR", None)
+    yield from temporary_zoo_cache(tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------------------------ fake layouts

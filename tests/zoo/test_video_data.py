@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 import zoo.data as zd
-from tests.helpers import in_ci
+from tests.helpers import in_ci, run_result_script, temporary_zoo_cache
 from zoo.data import video_direction
 from zoo.data.video_transforms import MultiScaleCrop
 
@@ -31,23 +30,24 @@ def vtest() -> Path:
     return _require_file(OPENCV_DATA / "vtest.avi", "apt-get install opencv-doc")
 
 
-@pytest.fixture(scope="module")
-def carphone() -> Path:
+def _offline_video(name: str) -> Path:
+    """`video_direction.offline_video_path(name)`; a missing video skips the test (fails it in CI)."""
     try:
-        return video_direction.offline_video_path("carphone")
+        return video_direction.offline_video_path(name)
     except FileNotFoundError as error:
         if in_ci():
             raise
         pytest.skip(str(error))
 
 
+@pytest.fixture(scope="module")
+def carphone() -> Path:
+    return _offline_video("carphone")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _cache_dir(tmp_path_factory):
-    old = os.environ.get("ZOO_CACHE_DIR")
-    os.environ.setdefault("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("zoo_cache")))
-    yield
-    if old is None:
-        os.environ.pop("ZOO_CACHE_DIR", None)
+    yield from temporary_zoo_cache(tmp_path_factory)
 
 
 # -------------------------------------------------------------------------------------------- decoding
@@ -234,13 +234,8 @@ def test_pipeline_with_two_workers_is_deterministic_and_counts_skips(tmp_path, c
 
 
 def test_video_direction_speed_real_clips():
-    try:
-        for name in video_direction.DEFAULT_VIDEOS:
-            video_direction.offline_video_path(name)
-    except FileNotFoundError as error:
-        if in_ci():
-            raise
-        pytest.skip(str(error))
+    for name in video_direction.DEFAULT_VIDEOS:
+        _offline_video(name)
     train = zd.get_source("video_direction_speed", split="train")
     evaluation = zd.get_source("video_direction_speed", split="eval")
     assert (len(train), len(evaluation)) == (1284, 246) and train.num_classes == 6
@@ -278,13 +273,8 @@ def _shift_estimate(first: np.ndarray, second: np.ndarray, reach: int) -> tuple[
 
 
 def test_video_pan_direction_real_clips():
-    try:
-        for name in video_direction.DEFAULT_VIDEOS:
-            video_direction.offline_video_path(name)
-    except FileNotFoundError as error:
-        if in_ci():
-            raise
-        pytest.skip(str(error))
+    for name in video_direction.DEFAULT_VIDEOS:
+        _offline_video(name)
     train = zd.get_source("video_pan_direction", split="train")
     evaluation = zd.get_source("video_pan_direction", split="eval")
     assert train.num_classes == 4 and np.bincount(train.labels).tolist() == [len(train) // 4] * 4
@@ -349,23 +339,8 @@ print("RESULT" + json.dumps(out))
 
 
 def test_tfds_video_source_without_tensorflow(tmp_path):
-    import subprocess
-    import sys
 
-    script = tmp_path / "make_tfds_video.py"
-    script.write_text(_TFDS_VIDEO_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "JAX_PLATFORMS": "cpu"}
-    completed = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "tfds")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
-    out = json.loads(line.removeprefix("RESULT"))
+    out = run_result_script(_TFDS_VIDEO_SCRIPT, tmp_path / "make_tfds_video.py", str(tmp_path / "tfds"))
     assert out == {
         "len": 4,
         "frames": zd.segment_indices(12, 4).tolist(),
