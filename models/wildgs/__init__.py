@@ -1,9 +1,11 @@
-"""Wild-GS (Xu et al., NeurIPS 2024) appearance modules: the parsing UNet (visibility mask + global embedding), the
-triplane (local embeddings at Gaussian centres) and the fusion MLP to per-Gaussian SH. Pure modules on arrays; the
-Gaussians themselves are a `models.gs3d` pool. No task or registered model yet (see README.md)."""
+"""Wild-GS (Xu et al., NeurIPS 2024): the model `wildgs` (`WildGS`, a `models.gs3d` Gaussian pool with intrinsic
+features plus the appearance model; importing this package registers it) and its appearance modules: the parsing
+UNet (visibility mask + global embedding), the triplane (local embeddings at Gaussian centres) and the fusion MLP to
+per-Gaussian SH. `models.wildgs.tasks` registers the task `wildgs` (see README.md)."""
 
 from models.wildgs.appearance import AppearanceEmbeddings, AppearanceModel, AppearanceOutput, FusionMLP
 from models.wildgs.convert import convert_resnet18_encoder, load_resnet18_encoder, resnet18_arrays
+from models.wildgs.model import ReferenceCache, WildGS, active_aabb, wildgs
 from models.wildgs.parsing import BasicBlock, ParsingOutput, ParsingUNet, ResNetEncoder
 from models.wildgs.triplane import (
     PLANE_AXES,
@@ -30,10 +32,13 @@ __all__ = [
     "FusionMLP",
     "ParsingOutput",
     "ParsingUNet",
+    "ReferenceCache",
     "ResNetEncoder",
     "TriplaneEncoder",
     "TriplaneOutput",
     "TriplaneUNet",
+    "WildGS",
+    "active_aabb",
     "backproject_depth",
     "convert_resnet18_encoder",
     "crop_aabb",
@@ -44,4 +49,5 @@ __all__ = [
     "sample_plane",
     "sample_triplane",
     "splat_planes",
+    "wildgs",
 ]
