@@ -274,6 +274,28 @@ class Rule:
     transform: Transform = identity
 
 
+def kernel_rules(source: str, target: str, transform: Transform = linear) -> list[Rule]:
+    """The rules of a torch Linear / Conv at the key regex `source`: `.weight` -> `<target>.kernel` through
+    `transform`, `.bias` -> `<target>.bias`."""
+    return [Rule(source + r"\.weight", target + ".kernel", transform), Rule(source + r"\.bias", target + ".bias")]
+
+
+def norm_rules(source: str, target: str) -> list[Rule]:
+    """The rules of a torch LayerNorm / GroupNorm (the affine part of a BatchNorm) at the key regex `source`:
+    `.weight` -> `<target>.scale`, `.bias` -> `<target>.bias`."""
+    return [Rule(source + r"\.weight", target + ".scale"), Rule(source + r"\.bias", target + ".bias")]
+
+
+def batch_norm_rules(source: str, target: str) -> list[Rule]:
+    """The rules of a torch BatchNorm at the key regex `source` (`num_batches_tracked` is for the caller to ignore):
+    `norm_rules` and `.running_mean` / `.running_var` -> `<target>.mean` / `<target>.var`."""
+    return [
+        *norm_rules(source, target),
+        Rule(source + r"\.running_mean", target + ".mean"),
+        Rule(source + r"\.running_var", target + ".var"),
+    ]
+
+
 def flat_paths(state: nnx.State) -> dict[str, Any]:
     """{'blocks.0.attn.qkv.kernel': leaf} for an NNX state (leaves are arrays or ShapeDtypeStructs)."""
     flat = {}

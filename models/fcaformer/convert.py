@@ -18,12 +18,14 @@ from flax import nnx
 from zoo.convert import (
     CheckpointReadError,
     Rule,
+    batch_norm_rules,
     conv2d,
     extract_state_dict,
     flat_paths,
-    linear,
+    kernel_rules,
     map_state_dict,
     merge_into_model,
+    norm_rules,
 )
 
 
@@ -31,19 +33,8 @@ def _conv_bn(torch_prefix: str, nnx_prefix: str) -> list[Rule]:
     """Rules of one official `Conv2d_BN` (`.c` conv, `.bn` BatchNorm2d) onto a `ConvBN`."""
     return [
         Rule(torch_prefix + r"\.c\.weight", nnx_prefix + ".conv.kernel", conv2d),
-        Rule(torch_prefix + r"\.bn\.weight", nnx_prefix + ".bn.scale"),
-        Rule(torch_prefix + r"\.bn\.bias", nnx_prefix + ".bn.bias"),
-        Rule(torch_prefix + r"\.bn\.running_mean", nnx_prefix + ".bn.mean"),
-        Rule(torch_prefix + r"\.bn\.running_var", nnx_prefix + ".bn.var"),
+        *batch_norm_rules(torch_prefix + r"\.bn", nnx_prefix + ".bn"),
     ]
-
-
-def _linear(torch_name: str, nnx_name: str) -> list[Rule]:
-    return [Rule(torch_name + r"\.weight", nnx_name + ".kernel", linear), Rule(torch_name + r"\.bias", nnx_name + ".bias")]
-
-
-def _layer_norm(torch_name: str, nnx_name: str) -> list[Rule]:
-    return [Rule(torch_name + r"\.weight", nnx_name + ".scale"), Rule(torch_name + r"\.bias", nnx_name + ".bias")]
 
 
 _CX = r"layer_([01])\.blocks\.(\d+)"  # ConvNeXt blocks of stages 0-1
@@ -57,23 +48,23 @@ RULES: tuple[Rule, ...] = (
     # ConvNeXt blocks
     Rule(_CX + r"\.dwconv\.weight", _CX_T + ".dwconv.kernel", conv2d),
     Rule(_CX + r"\.dwconv\.bias", _CX_T + ".dwconv.bias"),
-    *_layer_norm(_CX + r"\.norm", _CX_T + ".norm"),
-    *_linear(_CX + r"\.pwconv1", _CX_T + ".pwconv1"),
-    *_linear(_CX + r"\.pwconv2", _CX_T + ".pwconv2"),
+    *norm_rules(_CX + r"\.norm", _CX_T + ".norm"),
+    *kernel_rules(_CX + r"\.pwconv1", _CX_T + ".pwconv1"),
+    *kernel_rules(_CX + r"\.pwconv2", _CX_T + ".pwconv2"),
     Rule(_CX + r"\.gamma", _CX_T + ".gamma"),
     # PatchMerging after stages 0, 1, 2
     *_conv_bn(r"layer_(\d)\.downsample\.conv([123])", r"stages.\1.downsample.conv\2"),
     # FcaBlocks: parameters kept in their official shapes
     Rule(_FCA + r"\.(gamma_1|gamma_2|attention_biases|s_token_bias|s_scale_factors)", _FCA_T + r".\3"),
     Rule(_FCA + r"\.dw_conv\.weight", _FCA_T + ".dw_conv.kernel", conv2d),
-    *_layer_norm(_FCA + r"\.(norm1|norm2|s_norm)", _FCA_T + r".\3"),
-    *_layer_norm(_FCA + r"\.mlp\.norm", _FCA_T + ".mlp_norm"),  # the official MLP's inner LN sits on the block
-    *_linear(_FCA + r"\.(qkv|proj)", _FCA_T + r".attn.\3"),  # models.layers.Attention
-    *_linear(_FCA + r"\.mlp\.(fc1|fc2)", _FCA_T + r".mlp.\3"),  # models.layers.Mlp
+    *norm_rules(_FCA + r"\.(norm1|norm2|s_norm)", _FCA_T + r".\3"),
+    *norm_rules(_FCA + r"\.mlp\.norm", _FCA_T + ".mlp_norm"),  # the official MLP's inner LN sits on the block
+    *kernel_rules(_FCA + r"\.(qkv|proj)", _FCA_T + r".attn.\3"),  # models.layers.Attention
+    *kernel_rules(_FCA + r"\.mlp\.(fc1|fc2)", _FCA_T + r".mlp.\3"),  # models.layers.Mlp
     *_conv_bn(_FCA + r"\.local_conv", _FCA_T + ".local_conv"),
     # head
-    *_layer_norm(r"norm_head", "norm_head"),
-    *_linear(r"head", "head"),
+    *norm_rules(r"norm_head", "norm_head"),
+    *kernel_rules(r"head", "head"),
 )
 
 # BatchNorm step counters, and the relative-position index table (non-persistent officially; recomputed here).

@@ -37,13 +37,16 @@ from zoo.convert import (
     Rule,
     _TensorOnlyUnpickler,
     _to_numpy_tree,
+    batch_norm_rules,
     conv1d,
     conv2d,
     extract_state_dict,
     flat_paths,
+    kernel_rules,
     linear,
     map_state_dict,
     merge_into_model,
+    norm_rules,
     read_checkpoint,
 )
 
@@ -62,23 +65,15 @@ def _of_rank(transform, ndim: int):
 
 
 def _linear(src: str, dst: str) -> list[Rule]:
-    return [Rule(src + r"\.weight", dst + ".kernel", _of_rank(linear, 2)), Rule(src + r"\.bias", dst + ".bias")]
-
-
-def _norm(src: str, dst: str) -> list[Rule]:
-    return [Rule(src + r"\.weight", dst + ".scale"), Rule(src + r"\.bias", dst + ".bias")]
-
-
-def _batch_norm(src: str, dst: str) -> list[Rule]:
-    return [*_norm(src, dst), Rule(src + r"\.running_mean", dst + ".mean"), Rule(src + r"\.running_var", dst + ".var")]
+    return kernel_rules(src, dst, _of_rank(linear, 2))
 
 
 def _conv(src: str, dst: str, transform=conv2d, ndim: int = 4) -> list[Rule]:
-    return [Rule(src + r"\.weight", dst + ".kernel", _of_rank(transform, ndim)), Rule(src + r"\.bias", dst + ".bias")]
+    return kernel_rules(src, dst, _of_rank(transform, ndim))
 
 
 def _conv_bn(conv_src: str, bn_src: str, dst: str) -> list[Rule]:
-    return [*_conv(conv_src, dst + ".conv"), *_batch_norm(bn_src, dst + ".bn")]
+    return [*_conv(conv_src, dst + ".conv"), *batch_norm_rules(bn_src, dst + ".bn")]
 
 
 def _interactive_rules(form: str) -> list[Rule]:
@@ -97,12 +92,12 @@ def _ila_rules(form: str) -> list[Rule]:
     src, dst = _BLOCK + r"\.message_attn", _DEST + ".message_attn"
     return [
         *_linear(_BLOCK + r"\.(message_fc|temporal_skip_fc|temporal_skip_align_fc)", _DEST + r".\2"),
-        *_norm(_BLOCK + r"\.message_ln", _DEST + ".message_ln"),
+        *norm_rules(_BLOCK + r"\.message_ln", _DEST + ".message_ln"),
         *_interactive_rules(form),
         *_conv(src + r"\.prediction_block\.0", dst + ".prediction_block.conv1.conv"),
-        *_batch_norm(src + r"\.prediction_block\.1", dst + ".prediction_block.conv1.bn"),
+        *batch_norm_rules(src + r"\.prediction_block\.1", dst + ".prediction_block.conv1.bn"),
         *_conv(src + r"\.prediction_block\.4", dst + ".prediction_block.conv2.conv"),
-        *_batch_norm(src + r"\.prediction_block\.5", dst + ".prediction_block.conv2.bn"),
+        *batch_norm_rules(src + r"\.prediction_block\.5", dst + ".prediction_block.conv2.bn"),
         *_conv(src + r"\.prediction_block\.10", dst + ".prediction_block.fc1", conv1d, 3),
         *_conv(src + r"\.prediction_block\.12", dst + ".prediction_block.fc2", conv1d, 3),
         *_conv(src + r"\.conv", dst + ".conv", conv3d, 5),
@@ -116,17 +111,17 @@ def _head_rules() -> list[Rule]:
     return [
         Rule(r"mit\.positional_embedding", "mit.positional_embedding"),
         *block_rules(r"mit", "mit"),
-        *_norm(r"mit\.classify_head\.0", "mit.classify_head.norm"),
+        *norm_rules(r"mit\.classify_head\.0", "mit.classify_head.norm"),
         *_linear(r"mit\.classify_head\.2", "mit.classify_head.fc"),
         Rule(r"prompts_generator\.alpha", "prompts_generator.alpha"),
-        *_norm(r"prompts_generator\.norm", "prompts_generator.norm"),
+        *norm_rules(r"prompts_generator\.norm", "prompts_generator.norm"),
         Rule(prompt + r"\.cross_attn\.(q_proj|k_proj|v_proj)\.weight", prompt_dst + r".cross_attn.\2.kernel",
              _of_rank(linear, 2)),
         *_linear(prompt + r"\.cross_attn\.proj", prompt_dst + ".cross_attn.proj"),
-        *_norm(prompt + r"\.(norm1|norm3)", prompt_dst + r".\2"),
+        *norm_rules(prompt + r"\.(norm1|norm3)", prompt_dst + r".\2"),
         *_linear(prompt + r"\.mlp\.0", prompt_dst + ".mlp.fc1"),
         *_linear(prompt + r"\.mlp\.3", prompt_dst + ".mlp.fc2"),
-        *_norm(r"prompts_visual_ln", "prompts_visual_ln"),
+        *norm_rules(r"prompts_visual_ln", "prompts_visual_ln"),
         Rule(r"prompts_visual_proj", "prompts_visual_proj"),
     ]
 

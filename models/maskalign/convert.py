@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,9 +42,11 @@ from zoo.convert import (
     conv2d,
     extract_state_dict,
     flat_paths,
+    kernel_rules,
     linear,
     map_state_dict,
     merge_into_model,
+    norm_rules,
     read_checkpoint,
 )
 
@@ -103,17 +106,11 @@ _HEAD_LAYERS = {
 def head_rules(head_type: str) -> tuple[Rule, ...]:
     """`distill_heads.N[.i].{weight,bias}` -> `distill_heads.N.<fc1|norm|fc>.{kernel|scale,bias}`."""
     if head_type == "linear":
-        return (
-            Rule(r"distill_heads\.(\d+)\.weight", r"distill_heads.\1.fc.kernel", linear),
-            Rule(r"distill_heads\.(\d+)\.bias", r"distill_heads.\1.fc.bias"),
-        )
+        return tuple(kernel_rules(r"distill_heads\.(\d+)", r"distill_heads.\1.fc"))
     rules = []
     for index, name in _HEAD_LAYERS[head_type].items():
-        if name == "norm":
-            rules.append(Rule(rf"distill_heads\.(\d+)\.{index}\.weight", rf"distill_heads.\1.{name}.scale"))
-        else:
-            rules.append(Rule(rf"distill_heads\.(\d+)\.{index}\.weight", rf"distill_heads.\1.{name}.kernel", linear))
-        rules.append(Rule(rf"distill_heads\.(\d+)\.{index}\.bias", rf"distill_heads.\1.{name}.bias"))
+        layer_rules = norm_rules if name == "norm" else kernel_rules
+        rules += layer_rules(rf"distill_heads\.(\d+)\.{index}", rf"distill_heads.\1.{name}")
     return tuple(rules)
 
 
@@ -130,18 +127,13 @@ def hf_clip_vision_rules(target: str) -> tuple[Rule, ...]:
         Rule(r"embeddings\.patch_embedding\.weight", target + "patch_embed.proj.kernel", conv2d),
         Rule(r"embeddings\.class_embedding", target + "class_embedding"),
         Rule(r"embeddings\.position_embedding\.weight", target + "positional_embedding"),
-        Rule(r"pre_layrnorm\.weight", target + "ln_pre.scale"),
-        Rule(r"pre_layrnorm\.bias", target + "ln_pre.bias"),
-        Rule(r"post_layernorm\.weight", target + "ln_post.scale"),
-        Rule(r"post_layernorm\.bias", target + "ln_post.bias"),
+        *norm_rules(r"pre_layrnorm", target + "ln_pre"),
+        *norm_rules(r"post_layernorm", target + "ln_post"),
     ]
     for hf, ours in _HF_CLIP_LINEARS.items():
-        escaped = hf.replace(".", r"\.")
-        rules.append(Rule(rf"{layer}\.{escaped}\.weight", f"{dest}.{ours}.kernel", linear))
-        rules.append(Rule(rf"{layer}\.{escaped}\.bias", f"{dest}.{ours}.bias"))
+        rules += kernel_rules(rf"{layer}\.{re.escape(hf)}", f"{dest}.{ours}")
     for hf, ours in _HF_CLIP_NORMS.items():
-        rules.append(Rule(rf"{layer}\.{hf}\.weight", f"{dest}.{ours}.scale"))
-        rules.append(Rule(rf"{layer}\.{hf}\.bias", f"{dest}.{ours}.bias"))
+        rules += norm_rules(rf"{layer}\.{hf}", f"{dest}.{ours}")
     return tuple(rules)
 
 
@@ -160,21 +152,16 @@ def hf_vit_rules(target: str) -> tuple[Rule, ...]:
     timm-layout `VisionTransformer` at `target`; the pooler is not part of it (ignored by the caller)."""
     dest = target + r"blocks.\1"
     rules = [
-        Rule(r"embeddings\.patch_embeddings\.projection\.weight", target + "patch_embed.proj.kernel", conv2d),
-        Rule(r"embeddings\.patch_embeddings\.projection\.bias", target + "patch_embed.proj.bias"),
+        *kernel_rules(r"embeddings\.patch_embeddings\.projection", target + "patch_embed.proj", conv2d),
         Rule(r"embeddings\.cls_token", target + "cls_token"),
         Rule(r"embeddings\.position_embeddings", target + "pos_embed"),
-        Rule(r"layernorm\.weight", target + "norm.scale"),
-        Rule(r"layernorm\.bias", target + "norm.bias"),
+        *norm_rules(r"layernorm", target + "norm"),
     ]
     for layer, linears in _HF_VIT_LAYOUTS:
         for hf, ours in linears.items():
-            escaped = hf.replace(".", r"\.")
-            rules.append(Rule(rf"{layer}\.{escaped}\.weight", f"{dest}.{ours}.kernel", linear))
-            rules.append(Rule(rf"{layer}\.{escaped}\.bias", f"{dest}.{ours}.bias"))
+            rules += kernel_rules(rf"{layer}\.{re.escape(hf)}", f"{dest}.{ours}")
         for hf, ours in _HF_VIT_NORMS.items():
-            rules.append(Rule(rf"{layer}\.{hf}\.weight", f"{dest}.{ours}.scale"))
-            rules.append(Rule(rf"{layer}\.{hf}\.bias", f"{dest}.{ours}.bias"))
+            rules += norm_rules(rf"{layer}\.{hf}", f"{dest}.{ours}")
     return tuple(rules)
 
 
