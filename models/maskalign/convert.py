@@ -119,6 +119,17 @@ _HF_CLIP_LINEARS = {"self_attn.qkv_proj": "attn.qkv", "self_attn.out_proj": "att
 _HF_CLIP_NORMS = {"layer_norm1": "ln_1", "layer_norm2": "ln_2"}
 
 
+def _hf_layer_rules(layer: str, dest: str, linears: Mapping[str, str], norms: Mapping[str, str]) -> list[Rule]:
+    """Rules of the HF encoder layers matched by the regex `layer` -> `dest`: their linears and norms (HF name ->
+    ours, relative to the layer)."""
+    rules = []
+    for hf, ours in linears.items():
+        rules += kernel_rules(rf"{layer}\.{re.escape(hf)}", f"{dest}.{ours}")
+    for hf, ours in norms.items():
+        rules += norm_rules(rf"{layer}\.{re.escape(hf)}", f"{dest}.{ours}")
+    return rules
+
+
 def hf_clip_vision_rules(target: str) -> tuple[Rule, ...]:
     """Rules of HF `CLIPVisionModel` names without prefix (`embeddings.*`, `pre_layrnorm`, `encoder.layers.N.*`,
     `post_layernorm`; q/k/v already fused into `self_attn.qkv_proj` by `fuse_hf_qkv`) -> a VisionTower at `target`."""
@@ -130,11 +141,7 @@ def hf_clip_vision_rules(target: str) -> tuple[Rule, ...]:
         *norm_rules(r"pre_layrnorm", target + "ln_pre"),
         *norm_rules(r"post_layernorm", target + "ln_post"),
     ]
-    for hf, ours in _HF_CLIP_LINEARS.items():
-        rules += kernel_rules(rf"{layer}\.{re.escape(hf)}", f"{dest}.{ours}")
-    for hf, ours in _HF_CLIP_NORMS.items():
-        rules += norm_rules(rf"{layer}\.{hf}", f"{dest}.{ours}")
-    return tuple(rules)
+    return tuple(rules + _hf_layer_rules(layer, dest, _HF_CLIP_LINEARS, _HF_CLIP_NORMS))
 
 
 # transformers 4.x (`encoder.layer.N.attention.attention.query`, ...) and 5.x (`layers.N.attention.q_proj`, ...).
@@ -158,10 +165,7 @@ def hf_vit_rules(target: str) -> tuple[Rule, ...]:
         *norm_rules(r"layernorm", target + "norm"),
     ]
     for layer, linears in _HF_VIT_LAYOUTS:
-        for hf, ours in linears.items():
-            rules += kernel_rules(rf"{layer}\.{re.escape(hf)}", f"{dest}.{ours}")
-        for hf, ours in _HF_VIT_NORMS.items():
-            rules += norm_rules(rf"{layer}\.{hf}", f"{dest}.{ours}")
+        rules += _hf_layer_rules(layer, dest, linears, _HF_VIT_NORMS)
     return tuple(rules)
 
 
