@@ -294,7 +294,8 @@ class SAMWISE(nnx.Module):
 
         state: None for clips that start their videos (frame indices 0..T-1, the training case), or the state a
         previous call returned, to continue the videos (memory, last CME decision and frame index carried, as the
-        official inference that keys its memory bank by absolute frame id).
+        official inference that keys its memory bank by absolute frame id). `initial_state(B)` also starts them, with
+        the same results as None, through the same compiled function as every later clip (streaming: one compile).
 
         Returns (outputs, state). outputs: "masks" [B, T, H, W] float32 logits; "low_res_masks" [B, T, S/4, S/4];
         "obj_ptr" / "early_obj_ptr" [B, T, 256] (the early pointer of the memory-conditioned pass);
@@ -337,6 +338,8 @@ class SAMWISE(nnx.Module):
                 pix_feat = no_mem_feat  # `directly_add_no_mem_embed`
             else:
                 pix_feat = memory.condition(self.sam, feat, pos, bank, meta, index, 1)
+                if not starts_video:  # a carried state may start its video (`initial_state`): frame 0 has no memory
+                    pix_feat = jnp.where(index == 0, no_mem_feat, pix_feat)
             out = self.sam_heads(pix_feat, text_state, high_res, train=train, early=True)
             for_memory = out["high_res_masks"]
             masks = out["high_res_masks"][:, 0, :height, :width]

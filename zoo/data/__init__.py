@@ -42,7 +42,7 @@ from zoo.data.transforms import (
     make_image_transform,
 )
 from zoo.data.video_direction import DIRECTION_SPEED_CLASSES, DirectionSpeedSource, video_direction_speed
-from zoo.data.video_io import VideoDecodeError, VideoInfo, decode_all_frames, probe_video, read_frames
+from zoo.data.video_io import VideoDecodeError, VideoInfo, decode_all_frames, iter_frames, probe_video, read_frames
 from zoo.data.video_pan import PAN_CLASSES, PanDirectionSource, video_pan_direction
 from zoo.data.video_sampling import multi_clip_indices, segment_indices, strided_indices
 from zoo.data.video_sources import TfdsVideoSource, VideoClipSource, ssv2, video_folder, video_list
@@ -86,6 +86,7 @@ __all__ = [
     "example_rng",
     "flatten_views",
     "get_source",
+    "iter_frames",
     "list_sources",
     "load_image_rgb",
     "load_scene",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -259,20 +259,28 @@ def _decode_forward(container, info: VideoInfo, wanted: np.ndarray, decoded: dic
             break
 
 
-def decode_all_frames(path: str | os.PathLike, *, short_side: int | None = None) -> np.ndarray:
-    """Every frame of a video as uint8 RGB (N, H, W, 3) (the reference that sampled decoding is checked against)."""
+def iter_frames(path: str | os.PathLike, *, short_side: int | None = None) -> Iterator[np.ndarray]:
+    """Every frame of a video in order as uint8 RGB (H, W, 3), decoded one at a time (a stream: memory stays flat
+    over any video length). A missing or broken file, or one where no frame decodes, raises `VideoDecodeError`."""
     av = _import_av()
     path = Path(path)
     if not path.is_file():
         raise VideoDecodeError(path, "file not found")
+    count = 0
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             width, height = _output_size(stream.codec_context.width, stream.codec_context.height, short_side)
-            frames = [_to_rgb(frame, width, height) for frame in container.decode(stream)]
+            for frame in container.decode(stream):
+                count += 1
+                yield _to_rgb(frame, width, height)
     except (av.error.FFmpegError, OSError, ValueError) as err:
         raise VideoDecodeError(path, f"{type(err).__name__}: {err}") from err
-    if not frames:
+    if not count:
         raise VideoDecodeError(path, "no frame decodes")
-    return np.stack(frames)
+
+
+def decode_all_frames(path: str | os.PathLike, *, short_side: int | None = None) -> np.ndarray:
+    """Every frame of a video as uint8 RGB (N, H, W, 3) (the reference that sampled decoding is checked against)."""
+    return np.stack(list(iter_frames(path, short_side=short_side)))
