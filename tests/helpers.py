@@ -75,3 +75,34 @@ def run_result_script(source: str, path: Path, *args: str, timeout: float = 120)
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
     return json.loads(line.removeprefix("RESULT"))
+
+
+def numpy_random_init(abstract, seed: int = 0, *, param_std=lambda path: 0.1, other=None):
+    """A module with random weights drawn in numpy onto `abstract` (an `nnx.eval_shape` result): building a model
+    through its own initialisers compiles one XLA program per parameter shape, which dominates a small test's time on
+    a busy CPU. Kernels He-normal over their fan-in, norm scales 1, BatchNorm statistics (0 mean, 1 var), other
+    Params `param_std(path)` x N(0, 1) (0 for zeros). Non-Param variables are zero, or `other(path, value)` when
+    that returns an array. Returns (module, rng) with the rng advanced, for further draws."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    rng = np.random.default_rng(seed)
+    graphdef, state = nnx.split(abstract)
+    flat = []
+    for path, leaf in nnx.to_flat_state(state):
+        value = leaf.get_value()
+        custom = other(path, value) if other is not None and not isinstance(leaf, nnx.Param) else None
+        if isinstance(leaf, nnx.BatchStat):
+            array = np.full(value.shape, 1.0 if path[-1] == "var" else 0.0)
+        elif custom is not None:
+            array = custom
+        elif isinstance(leaf, nnx.Param) and path[-1] == "kernel":
+            array = rng.normal(size=value.shape) * np.sqrt(2.0 / max(np.prod(value.shape[:-1]), 1))
+        elif isinstance(leaf, nnx.Param) and path[-1] == "scale":
+            array = np.ones(value.shape)
+        elif isinstance(leaf, nnx.Param) and param_std(path):
+            array = param_std(path) * rng.normal(size=value.shape)
+        else:
+            array = np.zeros(value.shape)
+        flat.append((path, leaf.replace(jnp.asarray(array, value.dtype))))
+    return nnx.merge(graphdef, nnx.from_flat_state(flat)), rng

@@ -189,9 +189,15 @@ class GaussianSplattingTask(Task):
         return model
 
     # ---- data ----------------------------------------------------------------------------------------------------
+    batch_keys: tuple[str, ...] = ("image", "valid", "viewmat", "K", "size")  # what an eval batch carries
+
+    def view_transform(self, train: bool):
+        """The per-view transform onto the task's canvas (a subclass adds per-pixel maps)."""
+        return view_transform(*self.canvas)
+
     def train_iterator(self, *, seed: int, process_index: int, process_count: int):
         pipeline = self.train_pipeline(
-            view_transform(*self.canvas), seed=seed, process_index=process_index, process_count=process_count,
+            self.view_transform(True), seed=seed, process_index=process_index, process_count=process_count,
             source=self.train_source,
         )  # fmt: skip
         return iter(pipeline)
@@ -202,10 +208,10 @@ class GaussianSplattingTask(Task):
         from zoo import data as data_lib
 
         pipeline = data_lib.make_pipeline(
-            self.eval_source, batch_size=1, train=False, transform=view_transform(*self.canvas),
+            self.eval_source, batch_size=1, train=False, transform=self.view_transform(False),
             process_index=process_index, process_count=process_count,
         )  # fmt: skip
-        keys = ("image", "valid", "viewmat", "K", "size")
+        keys = self.batch_keys
         return ({**{k: b[k] for k in keys}, "mask": b[data_lib.MASK_KEY].astype(np.float32)} for b in pipeline)
 
     # ---- computation ---------------------------------------------------------------------------------------------

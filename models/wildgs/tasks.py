@@ -228,24 +228,13 @@ class WildGSTask(GaussianSplattingTask):
         return model
 
     # ---- data ----------------------------------------------------------------------------------------------------
-    def train_iterator(self, *, seed: int, process_index: int, process_count: int):
-        pipeline = self.train_pipeline(
-            wild_view_transform(*self.canvas, self.train_keys), seed=seed, process_index=process_index,
-            process_count=process_count, source=self.train_source,
-        )  # fmt: skip
-        return iter(pipeline)
+    def view_transform(self, train: bool):
+        """gs3d's view transform plus the per-pixel maps of this split (depth; at evaluation the occluder mask)."""
+        return wild_view_transform(*self.canvas, self.train_keys if train else self.eval_keys)
 
-    def eval_batches(self, *, process_index: int, process_count: int):
-        if self.eval_source is None:
-            return ()
-        from zoo import data as data_lib
-
-        pipeline = data_lib.make_pipeline(
-            self.eval_source, batch_size=1, train=False, transform=wild_view_transform(*self.canvas, self.eval_keys),
-            process_index=process_index, process_count=process_count,
-        )  # fmt: skip
-        keys = ("image", "valid", "viewmat", "K", "size", *self.eval_keys)
-        return ({**{k: b[k] for k in keys}, "mask": b[data_lib.MASK_KEY].astype(np.float32)} for b in pipeline)
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return (*super().batch_keys, *self.eval_keys)
 
     # ---- computation ---------------------------------------------------------------------------------------------
     def _use_triplane(self, iteration: jax.Array) -> bool | jax.Array:

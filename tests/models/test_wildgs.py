@@ -23,6 +23,7 @@ from models.wildgs import (
     sample_triplane,
     splat_planes,
 )
+from tests.helpers import numpy_random_init
 from zoo.convert import ConversionError
 
 # Uniform tiny widths: few distinct parameter shapes, so few initialiser compilations on a busy CPU.
@@ -117,26 +118,11 @@ def test_load_resnet18_encoder_in_place(tiny_model):
 
 
 def _random_model(seed: int = 0) -> AppearanceModel:
-    """The tiny model with random weights drawn in numpy onto its abstract shapes: building it through its own
-    initialisers compiles one XLA program per parameter shape, which dominates this file's time on a busy CPU."""
+    """The tiny model with random weights drawn in numpy onto its abstract shapes (tests.helpers.numpy_random_init);
+    the AABB buffer spans [-1, 1]^3."""
     abstract = nnx.eval_shape(lambda: AppearanceModel(rngs=nnx.Rngs(0), **TINY))
-    rng = np.random.default_rng(seed)
-    graphdef, state = nnx.split(abstract)
-    flat = []
-    for path, leaf in nnx.to_flat_state(state):
-        value = leaf.get_value()
-        if isinstance(leaf, nnx.BatchStat):
-            array = np.full(value.shape, 1.0 if path[-1] == "var" else 0.0)
-        elif path[-1] == "kernel":
-            array = rng.normal(size=value.shape) * np.sqrt(2.0 / max(np.prod(value.shape[:-1]), 1))
-        elif path[-1] == "scale":
-            array = np.ones(value.shape)
-        elif isinstance(leaf, nnx.Param):
-            array = 0.1 * rng.normal(size=value.shape)
-        else:  # the AABB buffer
-            array = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
-        flat.append((path, leaf.replace(jnp.asarray(array, value.dtype))))
-    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+    aabb = lambda path, value: np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    return numpy_random_init(abstract, seed, other=aabb)[0]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from models.wildgs.tasks import (
     pearson_depth_loss,
     wild_view_transform,
 )
+from tests.helpers import numpy_random_init
 
 ONE = jax.devices()[:1]  # the task renders one view per step: a one-device mesh
 
@@ -98,23 +99,10 @@ def _random_wildgs(capacity: int = 16) -> WildGS:
     """A tiny WildGS with numpy random weights on its abstract shapes (building through the initialisers compiles
     one program per parameter shape, slow on a busy CPU), 12 active Gaussians in front of a camera."""
     abstract = nnx.eval_shape(lambda: WildGS(capacity, feature_dim=8, appearance=TINY_APPEARANCE, rngs=nnx.Rngs(0)))
-    rng = np.random.default_rng(0)
-    graphdef, state = nnx.split(abstract)
-    flat = []
-    for path, leaf in nnx.to_flat_state(state):
-        value = leaf.get_value()
-        if isinstance(leaf, nnx.BatchStat):
-            array = np.full(value.shape, 1.0 if path[-1] == "var" else 0.0)
-        elif path[-1] == "kernel":
-            array = rng.normal(size=value.shape) * np.sqrt(2.0 / max(np.prod(value.shape[:-1]), 1))
-        elif path[-1] == "scale":
-            array = np.ones(value.shape)
-        elif path[0] == "appearance" and isinstance(leaf, nnx.Param):
-            array = 0.1 * rng.normal(size=value.shape)  # biases: zero ones would map empty planes to zero embeddings
-        else:  # the pool (set below), its state, the AABB and the SH cache
-            array = np.zeros(value.shape)
-        flat.append((path, leaf.replace(jnp.asarray(array, value.dtype))))
-    model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+    # Appearance biases N(0, 0.1) (zero ones would map empty planes to zero embeddings); the pool, its state, the AABB
+    # and the SH cache zero (the pool is set below).
+    std = lambda path: 0.1 if path[0] == "appearance" else 0.0
+    model, rng = numpy_random_init(abstract, 0, param_std=std)
     pool = {k: np.array(v) for k, v in model.pool().items()}
     pool["positions"][:12] = rng.uniform(-0.6, 0.6, (12, 3))
     pool["log_scales"][:12] = np.log(0.25)
