@@ -14,7 +14,7 @@ from flax import nnx
 
 from models.samwise import SAMWISE, SAMWISEConfig
 from models.samwise.predictor import SAMWISEPredictor
-from tests.helpers import real_photo
+from tests.helpers import numpy_random_init, real_photo
 
 TEXT = {"vocab_size": 30522, "hidden_size": 32, "num_layers": 4, "num_heads": 2, "intermediate_size": 64,
         "max_position_embeddings": 32, "type_vocab_size": 2, "pad_token_id": 0, "position_style": "absolute",
@@ -28,7 +28,12 @@ LEFT, RIGHT = "the person on the left", "the person on the right"  # the same nu
 
 @pytest.fixture(scope="module")
 def model():
-    model = SAMWISE(CONFIG, rngs=nnx.Rngs(0))
+    # Random weights drawn in numpy onto the abstract model (its own initialisers would compile one program per
+    # parameter shape); the prompt encoder's random Fourier matrix is N(0, 1) as SAM's.
+    gaussian = np.random.default_rng(1)
+    fourier = lambda path, value: gaussian.normal(size=value.shape) if path[-1] == "positional_encoding_gaussian_matrix" \
+        else None
+    model, _ = numpy_random_init(nnx.eval_shape(lambda: SAMWISE(CONFIG, rngs=nnx.Rngs(0))), 0, other=fourier)
     # Random weights score "no object", which gates every mask to -1024: raise the object-score bias so masks vary.
     last = model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1]
     last.bias.set_value(last.bias.get_value() + 10.0)
