@@ -3,7 +3,8 @@
     from models.samwise.predictor import SAMWISEPredictor
 
     predictor = SAMWISEPredictor(model, tokenizer)            # a SAMWISE and its text tokenizer
-    for frame in predictor.segment("vtest.avi", ["the person walking to the left", "the rightmost person"]):
+    frames = zoo.data.iter_frames("vtest.avi")                 # or a camera generator, or a uint8 array
+    for frame in predictor.segment(frames, ["the person walking to the left", "the rightmost person"]):
         frame.index, frame.masks                             # int, bool [E, H, W] (one mask per expression)
 
 Frames are gathered into clips of `clip_length` (8, the official inference) and a clip's masks come out as soon as its
@@ -34,6 +35,7 @@ from flax import nnx
 
 from models.sam2.layers import bilinear_matrix, resize_hw
 from models.samwise.model import SAMWISE
+from zoo.imaging import resize_and_pad_frames
 from zoo.registry import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -95,12 +97,9 @@ class SAMWISEPredictor:
     def prepare(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, tuple[int, int]]:
         """uint8 frames (H, W, 3) of one size -> normalised float32 [T, S, S, 3] zero-padded bottom / right, and the
         resized (h, w)."""
-        from zoo.data.refvos_clips import resize_and_pad
-
-        resized = resize_and_pad(np.stack(frames), None, self.image_size)
-        images = resized["frames"].astype(np.float32) / np.float32(255.0)
+        padded, (height, width) = resize_and_pad_frames(np.stack(frames), self.image_size)
+        images = padded.astype(np.float32) / np.float32(255.0)
         images = (images - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-        height, width = (int(v) for v in resized["size"])
         images[:, height:] = 0.0  # zero padding after normalisation, as the model's own padding
         images[:, :, width:] = 0.0
         return images, (height, width)
@@ -116,27 +115,24 @@ class SAMWISEPredictor:
         return frame
 
     @staticmethod
-    def _frames(source: str | os.PathLike | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def _frames(source: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         if isinstance(source, (str, os.PathLike)):
-            from zoo.data.video_io import VideoDecodeError, iter_frames
-
-            if not os.path.isfile(source):
-                raise VideoDecodeError(source, "file not found")
-            return iter_frames(source)
+            raise TypeError(f"segment() takes frames, not a path ({source!r}): pass zoo.data.iter_frames(path), which "
+                            "decodes the video frame by frame")
         try:
             return iter(source)
         except TypeError as err:
-            raise TypeError(f"frames must be a video file path, a uint8 array [N, H, W, 3] or an iterable of frames; "
+            raise TypeError(f"frames must be a uint8 array [N, H, W, 3] or an iterable of uint8 frames (H, W, 3); "
                             f"got {type(source).__name__}") from err
 
     # ----------------------------------------------------------------------------------------------------- streaming
-    def segment(self, frames: str | os.PathLike | Iterable[np.ndarray], texts: str | Sequence[str]
-                ) -> Iterator[FrameMasks]:
+    def segment(self, frames: Iterable[np.ndarray], texts: str | Sequence[str]) -> Iterator[FrameMasks]:
         """Segment what each expression refers to in a stream of frames; yields one `FrameMasks` per frame, clip by
         clip, as the clips complete.
 
-        frames: a video file path (decoded frame by frame with PyAV), a uint8 array [N, H, W, 3], or any iterable of
-        uint8 RGB frames (H, W, 3) of one size (a generator reading a camera). texts: one expression or several.
+        frames: any iterable of uint8 RGB frames (H, W, 3) of one size: a video file through
+        `zoo.data.iter_frames(path)` (decoded frame by frame), a generator reading a camera, a uint8 array
+        [N, H, W, 3]. texts: one expression or several.
         """
         tokens, mask = self.tokenize(texts)  # bad expressions or frames fail here, before the first frame is asked for
         return self._stream(self._frames(frames), jnp.asarray(tokens), jnp.asarray(mask))
@@ -169,8 +165,7 @@ class SAMWISEPredictor:
                    for t in range(len(frames))]
         return results, state
 
-    def segment_video(self, frames: str | os.PathLike | Iterable[np.ndarray], texts: str | Sequence[str]
-                      ) -> np.ndarray:
+    def segment_video(self, frames: Iterable[np.ndarray], texts: str | Sequence[str]) -> np.ndarray:
         """All of `segment` at once: bool masks [E, N, H, W]."""
         return np.stack([result.masks for result in self.segment(frames, texts)], axis=1)
 

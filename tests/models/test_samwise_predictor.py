@@ -112,7 +112,7 @@ def test_several_expressions_are_one_batch(predictor, frames):
 
 
 def test_bad_input_is_a_clear_error(predictor, frames, tmp_path):
-    from zoo.data import VideoDecodeError
+    from zoo.data import VideoDecodeError, iter_frames
 
     with pytest.raises(ValueError, match="non-empty expressions"):
         predictor.segment(frames, "  ")
@@ -124,11 +124,13 @@ def test_bad_input_is_a_clear_error(predictor, frames, tmp_path):
         list(predictor.segment([np.zeros((8, 8), np.float32)], LEFT))
     with pytest.raises(ValueError, match="got no frames"):
         list(predictor.segment(iter([]), LEFT))
+    with pytest.raises(TypeError, match=r"not a path .*zoo.data.iter_frames"):
+        predictor.segment(str(tmp_path / "clip.mp4"), LEFT)
     with pytest.raises(VideoDecodeError, match="not found"):
-        predictor.segment(tmp_path / "missing.mp4", LEFT)
+        list(predictor.segment(iter_frames(tmp_path / "missing.mp4"), LEFT))
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     with pytest.raises(VideoDecodeError, match="broken.mp4"):
-        list(predictor.segment(broken, LEFT))
+        list(predictor.segment(iter_frames(broken), LEFT))
     with pytest.raises(TypeError, match="SAMWISE model"):
         SAMWISEPredictor(object(), predictor.tokenizer)

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from zoo.imaging import resize_and_pad_frames, resized_size  # noqa: F401 (resized_size: public here too)
 
 Example = dict[str, Any]
 
@@ -87,19 +88,6 @@ def _check_sampling_args(anchor: int, video_length: int, num_frames: int) -> Non
 
 
 # ------------------------------------------------------------------------------------------------ resize + pad
-def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) of torchvision-detr `resize(image, size, max_size=size)`: short side `size`, long side capped at it."""
-    short, long = min(height, width), max(height, width)
-    target = size
-    if long / short * target > size:
-        target = round(size * short / long)
-    if (width <= height and width == target) or (height <= width and height == target):
-        return height, width
-    if width < height:
-        return int(target * height / width), target
-    return target, int(target * width / height)
-
-
 def _nearest_indices(out_length: int, in_length: int) -> np.ndarray:
     # PyTorch's legacy "nearest": src = floor(dst * in / out), in float32 as its kernel computes the scale.
     scale = np.float32(in_length) / np.float32(out_length)
@@ -113,18 +101,8 @@ def resize_and_pad(frames: np.ndarray, masks: np.ndarray | None, size: int) -> d
     "valid_region" bool (size, size), "size" int32 (h, w) after resizing, "orig_size" int32 (H, W)}.
     """
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3); got shape {frames.shape}")
+    out_frames, (new_h, new_w) = resize_and_pad_frames(frames, size)
     height, width = frames.shape[1:3]
-    new_h, new_w = resized_size(height, width, size)
-    if max(new_h, new_w) > size:
-        raise ValueError(f"a {height}x{width} frame resizes to {new_h}x{new_w}, larger than the pad size {size}")
-    out_frames = np.zeros((len(frames), size, size, 3), np.uint8)
-    for t, frame in enumerate(frames):
-        image = Image.fromarray(frame)
-        if (new_h, new_w) != (height, width):
-            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        out_frames[t, :new_h, :new_w] = np.asarray(image)
     valid = np.zeros((size, size), bool)
     valid[:new_h, :new_w] = True
     out = {
