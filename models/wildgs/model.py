@@ -186,8 +186,8 @@ def _cfg() -> PretrainedCfg:
         input_size=(0, 0, 3), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=0,
         url="https://github.com/XuJiacong/Wild-GS", license="(no weights: trained per scene)",
         paper="https://arxiv.org/abs/2406.10373",
-        notes="Per-scene model: train it with configs/wildgs.py (task wildgs); no official code or weights. The "
-              "parsing encoder can start from torchvision's ImageNet ResNet-18 (models/wildgs/README.md).",
+        notes="Per-scene model: train it with configs/wildgs.py (task wildgs); no official code and no official "
+              "weights. The parsing encoder can start from torchvision's ImageNet ResNet-18 (models/wildgs/README.md).",
     )  # fmt: skip
 
 

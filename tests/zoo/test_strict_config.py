@@ -25,6 +25,7 @@ VARIANTS = {
             "pan", "pan_no_ila", "pan_frame_avg", "pan_fast"),
     "maskalign": ("digits", "digits_fast", "digits_random_mask", "digits_finetune", "digits_scratch", "b16_in1k", "b16_in1k_finetune"),
     "gs3d": ("graphdeco", "tiny"),
+    "wildgs": ("paper", "wild_duck", "tiny"),
 }
 
 
