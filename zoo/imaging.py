@@ -37,3 +37,28 @@ def resize_and_pad_frames(frames: np.ndarray, size: int) -> tuple[np.ndarray, tu
             image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
         out[t, :new_h, :new_w] = np.asarray(image)
     return out, (new_h, new_w)
+
+
+def overlay_mask(
+    image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0), alpha: float = 0.6
+) -> np.ndarray:
+    """uint8 image (H, W, 3) with the pixels where `mask` (H, W) is True blended towards `color` (weight `alpha`)."""
+    image = np.asarray(image)
+    mask = np.asarray(mask, bool)
+    if image.ndim != 3 or image.shape[-1] != 3 or mask.shape != image.shape[:2]:
+        raise ValueError(f"image must be (H, W, 3) and mask (H, W); got {image.shape} and {mask.shape}")
+    out = image.astype(np.uint8).copy()
+    out[mask] = ((1.0 - alpha) * out[mask] + alpha * np.asarray(color, np.float64)).astype(np.uint8)
+    return out
+
+
+def join_with_gap(pieces: list[np.ndarray], axis: int = 1, gap: int = 2, fill: int = 255) -> np.ndarray:
+    """uint8 images (H, W, 3) of equal size along the other axis, concatenated along `axis` (1: side by side, 0:
+    stacked) with `gap` pixels of `fill` between them (a contact sheet's rows or columns)."""
+    if not pieces:
+        raise ValueError("join_with_gap needs at least one image")
+    shape = list(pieces[0].shape)
+    shape[axis] = gap
+    spacer = np.full(shape, fill, np.uint8)
+    joined = [part for piece in pieces for part in (np.asarray(piece, np.uint8), spacer)][:-1]
+    return np.concatenate(joined, axis=axis)

@@ -60,6 +60,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from zoo.data import colmap
+from zoo.imaging import join_with_gap, overlay_mask
 
 ASSIMP_COLLADA = Path("/usr/share/assimp/models/Collada")
 DUCK_PATH = ASSIMP_COLLADA / "duck.dae"
@@ -705,8 +706,7 @@ def contact_sheet(wild_root: str | os.PathLike, clean_root: str | os.PathLike, c
         stem = Path(name).stem
         wild = np.asarray(PILImage.open(wild_root / "images" / name).convert("RGB"))
         mask = np.asarray(PILImage.open(wild_root / "masks" / f"{stem}.png")) >= 128
-        overlay = wild.copy()
-        overlay[mask] = (0.4 * overlay[mask] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
+        overlay = overlay_mask(wild, mask)
         clean = np.asarray(PILImage.open(clean_root / "images" / name).convert("RGB"))
         depth = np.load(wild_root / "depth" / f"{stem}.npy")
         valid = depth > 0
@@ -715,8 +715,7 @@ def contact_sheet(wild_root: str | os.PathLike, clean_root: str | os.PathLike, c
             near, far = depth[valid].min(), depth[valid].max()
             grey[valid] = np.round(255 * (1 - 0.8 * (depth[valid] - near) / max(far - near, 1e-9))).astype(np.uint8)
         columns.append(np.concatenate([wild, overlay, clean, np.repeat(grey[..., None], 3, -1)], axis=0))
-    gap = np.full((columns[0].shape[0], 2, 3), 255, np.uint8)
-    return np.concatenate([piece for column in columns for piece in (column, gap)][:-1], axis=1)
+    return join_with_gap(columns, axis=1)
 
 
 def register() -> None:
