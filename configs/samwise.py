@@ -11,6 +11,10 @@ Variants (the part after the colon):
                       python train.py --config configs/samwise.py:vtest --workdir runs/samwise_vtest \\
                         --config.model.sam2_init=runs/sam2_vtest_video
   vtest_fast        a few steps of `vtest` at 64 px, 2-frame clips (smoke test / CI)
+  vtest_sam2init    `vtest_fast` at 128 px for 100 steps (lr 1e-3, batch 2), SAM2 from a vtest SAM2 run at 128 px
+                    (benchmarks/samwise_vtest.py makes one and runs this; results/samwise_vtest.md):
+                      python train.py --config configs/samwise.py:vtest_sam2init --workdir runs/samwise_sam2init \\
+                        --config.model.sam2_init=runs/samwise_vtest_bench/sam2
   refcoco_pretrain  the official RefCOCO/+/g pretraining: 1-frame clips, Hiera-B+ and RoBERTa-base
   ref_youtube_vos   the official Ref-YouTube-VOS recipe: 8-frame clips ("local" sampling), image_size 1024
   mevis             the official MeViS recipe: 8-frame clips ("global" sampling)
@@ -103,6 +107,15 @@ def get_config(arg: str = "vtest") -> ml_collections.ConfigDict:
         config.log_every = 1
         config.eval_every = 0
         config.checkpoint_every = 0
+    elif arg == "vtest_sam2init":
+        _vtest(config, 128, num_frames=2)
+        config.model.sam2_init = "runs/samwise_vtest_bench/sam2"  # a configs/sam2.py:vtest_video run at 128 px
+        config.model.overrides = {"adapter_dim": 16, "cme_decision_window": 0}
+        config.optimizer.lr = 1e-3  # 100x the official 1e-5: a run of 100 steps
+        config.data.eval_batch_size = 6
+        config.num_train_steps = 100
+        config.eval_every = 0
+        config.checkpoint_every = 0
     elif arg == "refcoco_pretrain":
         # RefCOCO / RefCOCO+ / RefCOCOg images as 1-frame clips (official main_pretrain.py).
         _official(config, source="refcoco:/data/coco", num_frames=1, sampling=None, steps=6 * 60000)
@@ -113,6 +126,6 @@ def get_config(arg: str = "vtest") -> ml_collections.ConfigDict:
     elif arg == "mevis":
         _official(config, source="mevis:/data/MeViS_release", num_frames=8, sampling="global", steps=6 * 40000)
     else:
-        raise ValueError(f"unknown configs/samwise.py variant {arg!r}; use vtest, vtest_fast, refcoco_pretrain, "
-                         "ref_youtube_vos or mevis")
+        raise ValueError(f"unknown configs/samwise.py variant {arg!r}; use vtest, vtest_fast, vtest_sam2init, "
+                         "refcoco_pretrain, ref_youtube_vos or mevis")
     return config

@@ -20,7 +20,7 @@ VARIANTS = {
     "vit": ("digits", "digits_fast", "b16_in1k"),
     "fcaformer": ("digits", "digits_fast", "l1_in1k", "l2_in1k", "l3_in1k", "l4_in1k", "l2_in1k:512"),
     "sam2": ("vtest", "vtest_fast", "vtest_video", "vtest_video_fast"),
-    "samwise": ("vtest", "vtest_fast", "refcoco_pretrain", "ref_youtube_vos", "mevis"),
+    "samwise": ("vtest", "vtest_fast", "vtest_sam2init", "refcoco_pretrain", "ref_youtube_vos", "mevis"),
     "ila": ("b16_k400_8f", "b16_ssv2_8f", "direction", "direction_no_ila", "direction_frame_avg", "direction_fast",
             "pan", "pan_no_ila", "pan_frame_avg", "pan_fast"),
     "maskalign": ("digits", "digits_fast", "digits_random_mask", "digits_finetune", "digits_scratch", "b16_in1k", "b16_in1k_finetune"),
