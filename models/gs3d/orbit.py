@@ -12,6 +12,7 @@ Cameras follow the rasterizer's convention: world-to-camera `viewmat` [4, 4], ca
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,19 +144,28 @@ def render_frames(
         raise ValueError(f"viewmats must be [N, 4, 4], got {viewmats.shape}")
     bg = None if background is None else jnp.asarray(background, jnp.float32).reshape(3)
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def render(state, viewmat, intrinsics):
-        image = nnx.merge(graphdef, state).render(viewmat, intrinsics, int(width), int(height), background=bg).image
-        return jnp.round(jnp.clip(image[0], 0.0, 1.0) * 255.0).astype(jnp.uint8)
-
     intrinsics = jnp.asarray(K, jnp.float32)
     steps = range(len(viewmats))
     if progress:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="rendering", unit="frame")
-    return np.stack([np.asarray(render(state, jnp.asarray(viewmats[i]), intrinsics)) for i in steps])
+    return np.stack(
+        [
+            np.asarray(
+                _render_uint8(graphdef, state, jnp.asarray(viewmats[i]), intrinsics, int(width), int(height), bg)
+            )
+            for i in steps
+        ]
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _render_uint8(graphdef, state, viewmat, K, width: int, height: int, background):
+    """One render as uint8 [H, W, 3]; module-level so every `render_frames` call on the same model structure reuses
+    one compiled program (the SH cache of a WildGS is state, so a new reference does not recompile)."""
+    image = nnx.merge(graphdef, state).render(viewmat, K, width, height, background=background).image
+    return jnp.round(jnp.clip(image[0], 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
 def _output_path(path: str | os.PathLike, suffixes: tuple[str, ...]) -> Path:
