@@ -11,8 +11,13 @@ f32 output accumulator, one `lax.scan` step per chunk), so the [seq_q, seq_k] lo
 chunk's logits stay in cache; `impl="pallas"` is the flash-attention kernel in `kernels.flash_attention` (Triton on
 GPU, Mosaic on TPU, `interpret=True` on CPU). `impl="auto"` picks Pallas on GPU/TPU; on CPU it picks the chunked path
 for long key sequences (`use_chunked`: at least `CHUNKED_MIN_KEYS` keys and `CHUNKED_MIN_LOGITS` logits per batch
-and head; e.g. SAM2 memory attention, 1024 queries over ~9k memory tokens, runs 2x faster) and the plain path
-otherwise. Both XLA paths give the same result up to float rounding (the chunked one sums in another order).
+and head; e.g. SAM2 memory attention, 1024 queries over ~9k memory tokens, runs 2x faster) and otherwise
+`impl="xla_grouped"`: the plain computation on a few (batch, head) pairs at a time (`lax.map` over groups of about
+`GROUP_LOGITS` logits), each group a plain 3-D matmul / softmax / matmul whose logits stay in cache, normalised after
+the PV product. XLA:CPU runs a batched [B, H] einsum far below its 2-D matmul speed and streams the B H Q K logits
+through memory between the ops; grouped, SAMWISE's HSA (16 x 8 heads x 512^2 tokens) runs 8x faster on 2 cores and
+no measured shape is slower (benchmarks/results/samwise_official.md). All XLA paths give the same result up to float
+rounding (the chunked and grouped ones sum or normalise in another order).
 """
 
 from __future__ import annotations
@@ -175,6 +180,72 @@ def attention_xla_chunked(q, k, v, *, bias=None, mask=None, scale=None, key_chun
     return (acc / denom[..., None]).transpose(0, 2, 1, 3).astype(out_dtype)
 
 
+# impl="xla_grouped": logits per `lax.map` step (1 MiB of f32 per group of (batch, head) pairs, which stays in cache).
+GROUP_LOGITS = 1 << 18
+
+
+def _group_size(pairs: int, logits_per_pair: int, group_logits: int) -> int:
+    """The largest divisor of `pairs` with at most `group_logits` logits per group (at least 1 pair)."""
+    target = max(1, group_logits // max(logits_per_pair, 1))
+    return max(d for d in range(1, min(pairs, target) + 1) if pairs % d == 0)
+
+
+def attention_xla_grouped(q, k, v, *, bias=None, mask=None, scale=None, group_logits: int = GROUP_LOGITS):
+    """The plain path's computation, one group of (batch, head) pairs at a time (see the module docstring).
+
+    Same layout, arguments and result as `attention_xla` (fully masked rows give zeros). A bias or mask is broadcast
+    over batch and heads (not over queries or keys) and split into the same groups. The output is normalised after
+    the PV product (the denominators divide [Q, D] instead of the [Q, K] weights). Differentiable (`lax.map` is a
+    scan); the backward pass keeps one group's probabilities per step, as much as the plain path keeps in all.
+    """
+    check_inputs(q, k, v, bias, mask)
+    if group_logits < 1:
+        raise ValueError(f"group_logits must be a positive number of logits; got {group_logits}")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    batch, num_queries, heads, head_dim = q.shape
+    num_keys = k.shape[1]
+    pairs = batch * heads
+    size = _group_size(pairs, num_queries * num_keys, group_logits)
+
+    def grouped(x):  # [B, N, H, D] -> [pairs / size, size, N, D]
+        return x.transpose(0, 2, 1, 3).reshape(pairs // size, size, x.shape[1], x.shape[3])
+
+    def grouped_extra(x):  # broadcastable to [B, H, Q, K] -> [pairs / size, size, Q or 1, K or 1]
+        x = x.reshape((1,) * (4 - x.ndim) + x.shape)
+        x = jnp.broadcast_to(x, (batch, heads, *x.shape[2:]))
+        return x.reshape(pairs // size, size, *x.shape[2:])
+
+    inputs = {"q": grouped(q), "k": grouped(k), "v": grouped(v)}
+    if bias is not None:
+        inputs["bias"] = grouped_extra(bias)
+    if mask is not None:
+        inputs["mask"] = grouped_extra(mask)
+    guarded = bias is not None or mask is not None
+
+    def step(xs):
+        logits = jnp.einsum("nqd,nkd->nqk", xs["q"], xs["k"], preferred_element_type=jnp.float32) * scale
+        if "bias" in xs:
+            logits = logits + xs["bias"].astype(jnp.float32)
+        if "mask" in xs:
+            logits = jnp.where(xs["mask"], logits, -jnp.inf)
+        row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+        if guarded:  # fully masked rows (max -inf) shift by 0: weights exp(-inf) = 0, denominator 0 -> output 0
+            row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+        weights = jnp.exp(logits - row_max)
+        denom = jnp.sum(weights, axis=-1, keepdims=True)
+        if guarded:
+            denom = jnp.where(denom == 0, 1.0, denom)
+        out = jnp.einsum("nqk,nkd->nqd", weights.astype(v.dtype), xs["v"], preferred_element_type=jnp.float32)
+        return out / denom
+
+    if pairs == size:
+        out = step({name: x[0] for name, x in inputs.items()})[None]
+    else:
+        out = jax.lax.map(step, inputs)
+    out_dtype = jnp.result_type(q.dtype, k.dtype, v.dtype)
+    return out.reshape(batch, heads, num_queries, head_dim).transpose(0, 2, 1, 3).astype(out_dtype)
+
+
 def use_chunked(num_queries: int, num_keys: int) -> bool:
     """Whether `impl="auto"` runs the chunked online-softmax path on CPU for these sequence lengths."""
     return num_keys >= CHUNKED_MIN_KEYS and num_queries * num_keys >= CHUNKED_MIN_LOGITS
@@ -190,15 +261,15 @@ def attention(q, k, v, *, bias=None, mask=None, scale: float | None = None, impl
         is reduced over the dims it was broadcast along).
       mask: optional boolean array broadcastable to [batch, heads, seq_q, seq_k]; True = may attend.
       scale: logit scale, default head_dim ** -0.5 (a Python float).
-      impl: "auto" (Pallas on GPU/TPU; on CPU the chunked XLA path for long keys, see `use_chunked`, else the plain
-        one), "xla" (plain, materialised logits), "xla_chunked" (online softmax over key chunks) or "pallas"
-        (interpret mode on CPU).
+      impl: "auto" (Pallas on GPU/TPU; on CPU the chunked XLA path for long keys, see `use_chunked`, else the grouped
+        one), "xla" (plain, materialised logits), "xla_chunked" (online softmax over key chunks), "xla_grouped" (the
+        plain computation per group of (batch, head) pairs) or "pallas" (interpret mode on CPU).
 
     Returns:
       [batch, seq_q, heads, head_dim] in the inputs' dtype.
     """
-    if impl not in ("auto", "xla", "xla_chunked", "pallas"):
-        raise ValueError(f"impl must be 'auto', 'xla', 'xla_chunked' or 'pallas'; got {impl!r}")
+    if impl not in ("auto", "xla", "xla_chunked", "xla_grouped", "pallas"):
+        raise ValueError(f"impl must be 'auto', 'xla', 'xla_chunked', 'xla_grouped' or 'pallas'; got {impl!r}")
     if impl == "pallas" or (impl == "auto" and jax.default_backend() in ("gpu", "tpu")):
         from kernels.flash_attention import attention_pallas
 
@@ -210,4 +281,6 @@ def attention(q, k, v, *, bias=None, mask=None, scale: float | None = None, impl
         and use_chunked(q.shape[1], k.shape[1])
     ):
         return attention_xla_chunked(q, k, v, bias=bias, mask=mask, scale=scale)
-    return attention_xla(q, k, v, bias=bias, mask=mask, scale=scale)
+    if impl == "xla":
+        return attention_xla(q, k, v, bias=bias, mask=mask, scale=scale)
+    return attention_xla_grouped(q, k, v, bias=bias, mask=mask, scale=scale)

@@ -17,7 +17,14 @@ import numpy as np
 import pytest
 
 from kernels import attention
-from kernels.attention import CHUNKED_MIN_KEYS, attention_xla, attention_xla_chunked, use_chunked
+from kernels.attention import (
+    CHUNKED_MIN_KEYS,
+    _group_size,
+    attention_xla,
+    attention_xla_chunked,
+    attention_xla_grouped,
+    use_chunked,
+)
 from kernels.flash_attention import attention_pallas
 
 
@@ -244,6 +251,55 @@ def test_chunked_xla_bfloat16_and_key_mask_only():
             assert error < 2e-2, f"{label} {name}: max error {error:.3g} relative to max |value|"
 
 
+# Logits per group of the grouped XLA path per float32 case: several groups of (batch, head) pairs each.
+GROUPS = {name: case[1] * case[2] for name, case in F32_CASES.items()}  # one pair per group
+
+
+@pytest.mark.parametrize("case", list(F32_CASES))
+def test_grouped_xla_matches_plain_xla_and_naive(case):
+    """The plain computation one group of (batch, head) pairs at a time, normalised after the PV product: the plain
+    path's output and gradients (q, k, v, bias) within the rounding of what they sum, with biases and masks broadcast
+    over batch, heads, queries or keys and fully masked rows."""
+    batch, seq_q, seq_k, heads, head_dim, bias_shape, mask_shape, _, _ = F32_CASES[case]
+    inputs = make_inputs(
+        9, batch, seq_q, seq_k, heads, head_dim, jnp.float32, bias_shape, mask_shape, empty_row=mask_shape is not None
+    )
+    assert batch * heads // _group_size(batch * heads, seq_q * seq_k, GROUPS[case]) > 1, "several groups"
+    grouped = functools.partial(attention_xla_grouped, group_logits=GROUPS[case])
+    out_g, grads_g = outputs_and_grads(grouped, *inputs)
+    out_x, grads_x = outputs_and_grads(attention_xla, *inputs)
+    out_n, grads_n = outputs_and_grads(naive_attention, *inputs)
+    magnitude = summed_magnitudes(*inputs)
+    assert out_g.shape == (batch, seq_q, heads, head_dim) and out_g.dtype == jnp.float32
+    for name, got_g, got_x, want in zip(
+        ["out", "dq", "dk", "dv", "dbias"], [out_g, *grads_g], [out_x, *grads_x], [out_n, *grads_n]
+    ):
+        assert got_g.shape == want.shape, name
+        assert np.isfinite(np.asarray(got_g)).all(), name
+        bound = F32_ULPS * np.finfo(np.float32).eps * magnitude[name]
+        assert_within(got_g, want, bound, f"grouped vs naive: {name}")
+        assert_within(got_g, got_x, 2 * bound, f"grouped vs plain xla: {name}")
+
+
+def test_grouped_xla_bfloat16_one_group_and_sizes():
+    """bf16 inputs in one group (no loop) and in several; the group size divides the pairs and respects the budget."""
+    inputs = make_inputs(10, 2, 64, 100, 3, 64, jnp.bfloat16, None, (2, 1, 1, 100))
+    f32_inputs = tuple(x.astype(jnp.float32) for x in inputs[:3]) + inputs[3:]
+    out_n, grads_n = outputs_and_grads(naive_attention, *f32_inputs)
+    for group_logits in (1 << 30, 64 * 100):
+        out_g, grads_g = outputs_and_grads(functools.partial(attention_xla_grouped, group_logits=group_logits),
+                                           *inputs)
+        assert out_g.dtype == jnp.bfloat16 and grads_g[0].dtype == jnp.bfloat16
+        for name, got, want in zip(["out", "dq", "dk", "dv"], [out_g, *grads_g], [out_n, *grads_n]):
+            want = np.asarray(want, np.float32)
+            error = np.max(np.abs(np.asarray(got, np.float32) - want)) / np.max(np.abs(want))
+            assert error < 2e-2, f"grouped ({group_logits}) {name}: max error {error:.3g} relative to max |value|"
+    assert _group_size(6, 100, 1 << 30) == 6 and _group_size(6, 100, 400) == 3 and _group_size(7, 100, 300) == 1
+    assert _group_size(16, 10, 0) == 1
+    with pytest.raises(ValueError, match="group_logits"):
+        attention_xla_grouped(*inputs[:3], group_logits=0)
+
+
 def test_auto_on_cpu_streams_long_keys_only():
     """impl="auto" on CPU: the chunked path for long key sequences, the plain one for short ones (or few queries)."""
     assert not use_chunked(1024, CHUNKED_MIN_KEYS - 1) and not use_chunked(8, 4 * CHUNKED_MIN_KEYS)
@@ -270,7 +326,7 @@ def test_auto_on_cpu_streams_long_keys_only():
     assert_within(auto, plain, 2 * bound, "auto (chunked) vs plain")
 
 
-@pytest.mark.parametrize("impl", ["pallas", "pallas-streamed", "xla", "xla_chunked"])
+@pytest.mark.parametrize("impl", ["pallas", "pallas-streamed", "xla", "xla_chunked", "xla_grouped"])
 def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     q, k, v, bias, _, cotangent = make_inputs(2, 2, 20, 36, 2, 32, jnp.float32, (1, 2, 20, 36), None)
     mask = np.ones((2, 1, 20, 36), bool)
@@ -280,6 +336,8 @@ def test_fully_masked_rows_give_zeros_and_finite_grads(impl):
     fn = functools.partial(attention, impl=impl)
     if impl == "xla_chunked":  # 36 keys in chunks of 16: the empty rows stay empty through several chunks
         fn = functools.partial(attention_xla_chunked, key_chunk=16)
+    if impl == "xla_grouped":  # one (batch, head) pair per group: the empty batch element is whole groups
+        fn = functools.partial(attention_xla_grouped, group_logits=20 * 36)
     if impl.startswith("pallas"):
         extra = FORMULATIONS["streamed"] if impl.endswith("streamed") else {}
         fn = functools.partial(attention_pallas, interpret=True, block_q=8, block_k=16, **extra)
@@ -308,7 +366,10 @@ def test_bias_with_minus_inf_entries_matches_mask():
 def test_dispatcher_uses_xla_on_cpu_and_pallas_on_request():
     q, k, v, bias, mask, _ = make_inputs(4, 1, 12, 12, 2, 32, jnp.float32, (1, 2, 12, 12), (1, 1, 1, 12))
     auto = attention(q, k, v, bias=bias, mask=mask)
-    np.testing.assert_array_equal(auto, attention_xla(q, k, v, bias=bias, mask=mask))
+    np.testing.assert_array_equal(auto, attention_xla_grouped(q, k, v, bias=bias, mask=mask))
+    np.testing.assert_array_equal(attention(q, k, v, bias=bias, mask=mask, impl="xla_grouped"), auto)
+    np.testing.assert_array_equal(attention(q, k, v, bias=bias, mask=mask, impl="xla"),
+                                  attention_xla(q, k, v, bias=bias, mask=mask))
     pallas = attention(q, k, v, bias=bias, mask=mask, impl="pallas")
     np.testing.assert_allclose(pallas, auto, atol=1e-5)
 
@@ -363,7 +424,7 @@ def _qkv(shape_q=(1, 8, 2, 16), shape_k=(1, 8, 2, 16), dtype=jnp.float32):
     return jnp.zeros(shape_q, dtype), jnp.zeros(shape_k, dtype), jnp.zeros(shape_k, dtype)
 
 
-@pytest.mark.parametrize("impl", ["pallas", "xla", "xla_chunked"])
+@pytest.mark.parametrize("impl", ["pallas", "xla", "xla_chunked", "xla_grouped"])
 def test_bad_inputs_raise_clear_errors(impl):
     run = functools.partial(attention, impl=impl)
     with pytest.raises(ValueError, match="rank 4"):
