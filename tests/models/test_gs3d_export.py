@@ -89,6 +89,22 @@ def test_ply_round_trip_keeps_only_active_slots(tmp_path):
     np.testing.assert_array_equal(back["quats"], pool["quats"][[0, 2, 3, 4]])
 
 
+def test_ply_reads_in_trimesh(tmp_path):
+    """An independent PLY reader (trimesh, a project dependency for the embedded scenes) sees the same vertices and
+    properties."""
+    import trimesh
+
+    model, pool = _pool_model()
+    path = export.save_ply(model, tmp_path / "g.ply")
+    cloud = trimesh.load(path)
+    np.testing.assert_allclose(np.asarray(cloud.vertices), pool["positions"][:ACTIVE] * SCALE, rtol=1e-6)
+    raw = cloud.metadata["_ply_raw"]["vertex"]["data"]
+    assert raw.dtype.names == export.ply_property_names(3)
+    ours = export.read_ply(path)
+    for name in raw.dtype.names:
+        np.testing.assert_array_equal(raw[name], ours[name])
+
+
 def test_ply_exports_what_renders_with_the_sh_warm_up(tmp_path):
     """At iteration 0 with a 1000-step warm-up only degree 0 renders: the exported rest coefficients are zero."""
     _, pool = _pool_model()
