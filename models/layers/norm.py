@@ -96,15 +96,17 @@ class LayerScale(nnx.Module):
 
 
 class TorchBatchNorm(nnx.BatchNorm):
-    """`nnx.BatchNorm` with torch's `BatchNorm{1,2,3}d` numerics: eps 1e-5, momentum 0.1 (flax 0.9), the two-pass batch
-    variance, and the running variance updated with the unbiased batch variance (flax's uses the biased one).
+    """`nnx.BatchNorm` with torch's `BatchNorm{1,2,3}d` numerics: eps 1e-5 (or `eps`), momentum 0.1 (flax 0.9), the
+    two-pass batch variance, and the running variance updated with the unbiased batch variance (flax's uses the
+    biased one).
 
     `train=True` normalises with the batch statistics and updates `mean` / `var` (`nnx.BatchStat`), as torch's
     train mode; `train=False` uses the running statistics.
     """
 
-    def __init__(self, num_features: int, *, dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
-        super().__init__(num_features, momentum=0.9, epsilon=1e-5, use_fast_variance=False, dtype=dtype,
+    def __init__(self, num_features: int, *, eps: float = 1e-5, dtype: Any = None, param_dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs):
+        super().__init__(num_features, momentum=0.9, epsilon=eps, use_fast_variance=False, dtype=dtype,
                          param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:  # type: ignore[override]
