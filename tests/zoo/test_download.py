@@ -254,7 +254,7 @@ def test_every_registered_model_says_where_its_weights_are():
             continue
         cfg = zoo.pretrained_cfg(name)
         source = cfg.weights_source
-        assert source in ("hf_hub", "url", "manual", "none"), name
+        assert source in ("hf_hub", "url", "package", "manual", "none"), name
         if source == "none":
             assert "no official weights" in cfg.notes.lower(), f"{name}: say in notes that none were released"
         else:
