@@ -2,7 +2,7 @@
 held-out views scored with the in-the-wild protocol (right half of each test image; Wild-GS takes its appearance
 from the left half, plain 3DGS has no appearance input), plus Wild-GS's occluder-mask IoU.
 
-    python benchmarks/wildgs_duck.py [--steps 600] [--workdir /tmp/wildgs_duck] \
+    python benchmarks/wildgs_duck.py [--steps 600] [--resolution 128] [--workdir /tmp/wildgs_duck] \
         [--out benchmarks/results/wildgs_duck.md]
 
 Writes the markdown table to --out and the raw numbers beside it (.json). CPU: about 1.5 s per Wild-GS step at
@@ -28,7 +28,7 @@ from flax import nnx
 from zoo.train.trainer import Trainer
 
 
-def _configs(steps: int):
+def _configs(steps: int, resolution: int | None = None):
     from configs.gs3d import get_config as gs3d_config
     from configs.wildgs import duck_schedule
     from configs.wildgs import get_config as wildgs_config
@@ -42,6 +42,8 @@ def _configs(steps: int):
     plain.gaussians = wild.gaussians  # the same 3DGS schedule, background and pool settings
     plain.num_train_steps = steps
     for config in (wild, plain):
+        if resolution:
+            config.data.train.kwargs = {**dict(config.data.train.get("kwargs", {}) or {}), "resolution": int(resolution)}
         config.log_every = 50
         config.eval_every = 0
         config.checkpoint_every = 0
@@ -88,6 +90,7 @@ def _train(config, workdir: str) -> tuple[Trainer, dict, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--resolution", type=int, default=128, help="image size of the embedded scene (pixels)")
     parser.add_argument("--workdir", default="/tmp/wildgs_duck")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "wildgs_duck.md"))
     parser.add_argument(
@@ -97,15 +100,16 @@ def main() -> None:
         help="train one model (its numbers are merged into the .json), or only rewrite the report",
     )
     args = parser.parse_args()
-    plain, wild = _configs(args.steps)
+    plain, wild = _configs(args.steps, args.resolution)
     out = Path(args.out)
     raw_path = out.with_suffix(".json")
     results = json.loads(raw_path.read_text()) if raw_path.is_file() else {}
     results["steps"] = args.steps
+    results["resolution"] = args.resolution
     results["machine"] = f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__} {jax.default_backend()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.only in ("both", "gs3d"):
-        trainer, summary, wall = _train(plain, os.path.join(args.workdir, f"gs3d_{args.steps}"))
+        trainer, summary, wall = _train(plain, os.path.join(args.workdir, f"gs3d_{args.steps}_{args.resolution}"))
         results["gs3d"] = {
             "right_half": _right_half_eval(trainer),
             "whole": {k.removeprefix("eval/"): v for k, v in summary.items() if k.startswith("eval/")},
@@ -114,7 +118,7 @@ def main() -> None:
         print("gs3d", json.dumps(results["gs3d"]), flush=True)
         raw_path.write_text(json.dumps(results, indent=2))
     if args.only in ("both", "wildgs"):
-        trainer, summary, wall = _train(wild, os.path.join(args.workdir, f"wildgs_{args.steps}"))
+        trainer, summary, wall = _train(wild, os.path.join(args.workdir, f"wildgs_{args.steps}_{args.resolution}"))
         results["wildgs"] = {
             "right_half": {k.removeprefix("eval/"): v for k, v in summary.items() if k.startswith("eval/")},
             "wall_s": wall, "num_gaussians": int(trainer.eval_model().num_active()),
@@ -126,12 +130,12 @@ def main() -> None:
 
 
 def _markdown(results: dict) -> str:
-    steps = results["steps"]
+    steps, resolution = results["steps"], results.get("resolution", 128)
     lines = [
         "# Plain 3DGS vs Wild-GS on the embedded in-the-wild duck (`wild_duck`)",
         "",
-        f"`python benchmarks/wildgs_duck.py --steps {steps}`: {steps} steps each, the same compressed 3DGS schedule "
-        "(`configs/wildgs.py:duck_schedule`), 40 train / 10 held-out views at 128 px. Held-out metrics on the right "
+        f"`python benchmarks/wildgs_duck.py --steps {steps} --resolution {resolution}`: {steps} steps each, the same "
+        f"compressed 3DGS schedule (`configs/wildgs.py:duck_schedule`), 40 train / 10 held-out views at {resolution} px. Held-out metrics on the right "
         "half of each test image (the in-the-wild protocol: Wild-GS's appearance comes from the left half, which "
         "holds the test views' occluders; plain 3DGS has no appearance input). Machine: " + results["machine"] + ".",
         "",

@@ -44,6 +44,15 @@ def _config(args):
         for part in parents:
             node = node[part]
         node[leaf] = ast.literal_eval(value)
+    for item in args.group_lr:
+        pattern, _, value = item.rpartition("=")
+        groups = [dict(g) for g in config.optimizer.groups]
+        matching = [g for g in groups if g["pattern"] == pattern]
+        if not matching:
+            raise SystemExit(f"--group-lr {item!r}: no optimizer group {pattern!r}; groups: {[g['pattern'] for g in groups]}")
+        for group in matching:
+            group["lr"] = float(value)
+        config.optimizer.groups = tuple(groups)
     return config
 
 
@@ -79,12 +88,54 @@ def _alignment(model, batch, width: int, height: int) -> list[str]:
     return lines
 
 
+def _batches(task, source):
+    """Every view of `source` as a one-view batch with the task's eval keys (occluder masks where the data has them)."""
+    from zoo import data as data_lib
+
+    pipeline = data_lib.make_pipeline(source, batch_size=1, train=False, transform=task.view_transform(False),
+                                      process_index=0, process_count=1)  # fmt: skip
+    keys = task.batch_keys
+    for b in pipeline:
+        if float(b[data_lib.MASK_KEY][0]) > 0:
+            yield {k: jnp.asarray(b[k]) for k in keys if k in b}
+
+
+def _scores(task, model, source, *, wild: bool) -> dict[str, float]:
+    """Mean PSNR over the views of `source`, each rendered with its own whole image as the reference (Wild-GS) or as
+    is (plain): on the whole image, on its right half, and on its occluder-free pixels (where the data has masks)."""
+    from models.gs3d import losses
+
+    width, height = task.canvas
+    half = width // 2
+    rows = []
+    for batch in _batches(task, source):
+        image, valid = batch["image"][0], batch["valid"][0]
+        if wild:
+            viewmat, K = batch["viewmat"][0], batch["K"][0]
+            model.set_reference(image, viewmat, K, depth=model.reference_depth(viewmat, K, width, height))
+        predicted = jnp.clip(task.render(model, batch).image[0], 0.0, 1.0)
+        clean = valid * (1.0 - (batch["occluder_mask"][0] > 0.5)) if "occluder_mask" in batch else valid
+        rows.append([float(losses.psnr(predicted, image, valid)),
+                     float(losses.psnr(predicted[:, half:], image[:, half:], valid[:, half:])),
+                     float(losses.psnr(predicted, image, clean))])  # fmt: skip
+    whole, right, unoccluded = np.mean(rows, axis=0)
+    return {"whole": round(whole, 3), "right_half": round(right, 3), "occluder_free": round(unoccluded, 3)}
+
+
+def _own_reference_scores(trainer, *, wild: bool) -> None:
+    task, model = trainer.task, trainer.eval_model()
+    print("own-image reference, test views:", _scores(task, model, task.eval_source, wild=wild))
+    print("own-image reference, train views:", _scores(task, model, task.train_source, wild=wild))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--plain", action="store_true", help="train plain 3DGS instead of Wild-GS")
     parser.add_argument("--set", action="append", default=[], help="config override key=python_literal")
+    parser.add_argument("--group-lr", action="append", default=[],
+                        help="optimizer group lr PATTERN=VALUE (PATTERN as in configs/wildgs.py, e.g. features=2.5e-4)")
     parser.add_argument("--workdir", default="/tmp/wildgs_probe")
     args = parser.parse_args()
     config = _config(args)
@@ -96,8 +147,10 @@ def main() -> None:
         from benchmarks.wildgs_duck import _right_half_eval
 
         print("right half", {k: round(v, 4) for k, v in _right_half_eval(trainer).items()})
+        _own_reference_scores(trainer, wild=False)
         return
     print("right half", {k.removeprefix("eval/"): round(float(v), 4) for k, v in summary.items() if "eval/" in k})
+    _own_reference_scores(trainer, wild=True)
     task, model = trainer.task, trainer.eval_model()
     width, height = task.canvas
     batches = [{k: jnp.asarray(v) for k, v in b.items()} for b in task.eval_batches(process_index=0, process_count=1)

@@ -27,7 +27,9 @@ Config (`config.wildgs`): feature_dim, feature_init_std, aabb_ratio, lambda_mask
 mask_decay_steps (0: the whole run), lambda_depth, depth_key ("" disables the depth loss), depth_kind
 (depth | disparity), warmup_steps, triplane_depth (rendered | data), eval_protocol (half | full), encoder_weights
 ("" random; "efficientnet_lite0" the offline package's ImageNet weights, for `parsing.encoder="efficientnet_lite0"`;
-else the path of a torchvision ResNet-18 .pth). The appearance
+else the path of a torchvision ResNet-18 .pth), reference_crop (the probability that a step's appearance comes from
+the left or the right half of the view instead of all of it, as the "half" eval gives it; the mask and the loss stay
+on the whole view; 0 = the paper: the reference is always the whole view). The appearance
 nets' widths are `config.model.overrides.appearance` (`WildGS(appearance=...)`).
 """
 
@@ -49,6 +51,7 @@ from zoo.tasks import register_task
 WILDGS_KEYS = (
     "feature_dim", "feature_init_std", "aabb_ratio", "lambda_mask_start", "lambda_mask_end", "mask_decay_steps",
     "lambda_depth", "depth_key", "depth_kind", "warmup_steps", "triplane_depth", "eval_protocol", "encoder_weights",
+    "reference_crop",
 )  # fmt: skip
 OCCLUDER_KEY = "occluder_mask"
 
@@ -70,6 +73,7 @@ def default_wildgs_config() -> ml_collections.ConfigDict:
             "triplane_depth": "rendered",
             "eval_protocol": "half",
             "encoder_weights": "",
+            "reference_crop": 0.0,
         }
     )
 
@@ -119,6 +123,18 @@ def pearson_depth_loss(
     return jnp.where(n >= 2, 1.0 - corr, 0.0)
 
 
+def half_view(image: jax.Array, depth: jax.Array, K: jax.Array, right: bool | jax.Array):
+    """The left (right=False) or right half of a view: (image [H, W // 2, 3], depth [H, W // 2], K of that crop). The
+    crop keeps the camera pose; its pixel x is the view's minus the crop's offset, so only the principal point moves.
+    `right` may be traced (one program for both sides)."""
+    width = image.shape[1]
+    half = width // 2
+    offset = jnp.where(jnp.asarray(right), width - half, 0)
+    crop_image = jax.lax.dynamic_slice_in_dim(image, offset, half, axis=1)
+    crop_depth = jax.lax.dynamic_slice_in_dim(depth, offset, half, axis=1)
+    return crop_image, crop_depth, K.at[0, 2].add(-offset.astype(K.dtype))
+
+
 def _pad_to(array: np.ndarray, width: int, height: int) -> np.ndarray:
     out = np.zeros((height, width), np.float32)
     out[: array.shape[0], : array.shape[1]] = array
@@ -160,6 +176,8 @@ class WildGSTask(GaussianSplattingTask):
                              ("eval_protocol", ("half", "full"))):  # fmt: skip
             if wild[key] not in allowed:
                 raise ValueError(f"wildgs.{key} must be one of {allowed}, got {wild[key]!r}")
+        if not 0.0 <= float(wild.reference_crop) <= 1.0:
+            raise ValueError(f"wildgs.reference_crop is a probability in [0, 1], got {wild.reference_crop!r}")
         if wild.triplane_depth == "data" and not wild.depth_key:
             raise ValueError("wildgs.triplane_depth='data' back-projects the data's depth: set wildgs.depth_key")
         super().__init__(config)
@@ -265,11 +283,12 @@ class WildGSTask(GaussianSplattingTask):
         iteration = model.iteration.value  # steps done before this one
         late = self._use_triplane(iteration)
         data_depth = batch[self.depth_key][0] if self.train_keys else None
-        reference = model.set_reference(
-            image, viewmat, K, depth=data_depth if wild.triplane_depth == "data" else None, use_triplane=late
-        )
+        reference_depth = data_depth if wild.triplane_depth == "data" else None
+        if float(wild.reference_crop) > 0:
+            mask = self._set_cropped_reference(model, image, viewmat, K, reference_depth, late, iteration)
+        else:
+            mask = model.set_reference(image, viewmat, K, depth=reference_depth, use_triplane=late).mask
         out = self.render(model, batch, record_radii=True)
-        mask = reference.mask
         photometric, terms = masked_photometric_loss(out.image[0], image, mask, valid, float(self.gs.lambda_dssim))
         regulariser = mask_regulariser(mask, valid)
         lambda_mask = mask_weight(iteration, float(wild.lambda_mask_start), float(wild.lambda_mask_end),
@@ -291,6 +310,26 @@ class WildGSTask(GaussianSplattingTask):
         )  # fmt: skip
         return loss, terms
 
+    def _set_cropped_reference(self, model: WildGS, image, viewmat, K, depth, use_triplane, iteration) -> jax.Array:
+        """`reference_crop`: with that probability (a coin per step, seeded by the iteration) the cached SH come from
+        the embeddings of the left or the right half of the view (the parsing UNet and the triplane see only that
+        crop, its camera the view's with the principal point shifted), else from the whole view. Returns the visibility
+        mask of the whole view, which the loss uses either way."""
+        height, width = image.shape[:2]
+        if depth is None:
+            depth = model.reference_depth(viewmat, K, width, height)
+        full = model.embed(image, viewmat, K, depth=depth, use_triplane=use_triplane)
+        coin, side = jax.random.uniform(jax.random.fold_in(jax.random.key(int(self.config.seed) + 41), iteration), (2,))
+        crop_image, crop_depth, crop_K = half_view(image, depth, K, side >= 0.5)
+        crop = model.embed(crop_image, viewmat, crop_K, depth=crop_depth, use_triplane=use_triplane)
+        use_crop = coin < float(self.wild.reference_crop)
+        chosen = full._replace(
+            global_embedding=jnp.where(use_crop, crop.global_embedding, full.global_embedding),
+            local_embedding=jnp.where(use_crop, crop.local_embedding, full.local_embedding),
+        )
+        model.set_reference_sh(*model.shade(chosen))
+        return full.mask
+
     def eval_sums(self, model: WildGS, batch):
         image, valid, viewmat, K = batch["image"][0], batch["valid"][0], batch["viewmat"][0], batch["K"][0]
         width, height = self.canvas
@@ -302,7 +341,8 @@ class WildGSTask(GaussianSplattingTask):
             else:
                 depth = model.reference_depth(viewmat, K, width, height)
             # A left crop keeps the principal point, so the reference camera is the test camera with a narrower image.
-            model.set_reference(image[:, :half], viewmat, K, depth=depth[:, :half])
+            crop_image, crop_depth, crop_K = half_view(image, depth, K, False)
+            model.set_reference(crop_image, viewmat, crop_K, depth=crop_depth)
             region = slice(half, None)
         else:
             model.set_reference(image, viewmat, K, depth=data_depth if self.wild.triplane_depth == "data" else None)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from models.wildgs.model import WildGS
 from models.wildgs.tasks import (
+    half_view,
     mask_regulariser,
     mask_weight,
     masked_photometric_loss,
@@ -167,6 +168,29 @@ def test_model_renders_the_cached_reference_appearance():
         WildGS(4, appearance={"feature_dim": 8})
 
 
+def test_half_view_crops_keep_the_camera_geometry():
+    """A half crop (the eval reference and `reference_crop`) with its shifted principal point back-projects its pixels
+    to the same 3-D points as the whole view does: the triplane colour maps of the right half alone equal those of the
+    whole view with only its right-half pixels visible (and the same for the left half)."""
+    model = _random_wildgs()
+    viewmat, K = _camera(0.7)
+    depth = model.reference_depth(viewmat, K, SIZE, SIZE)
+    assert float(jnp.mean(depth > 0)) > 0.05
+    image = jnp.asarray(np.random.default_rng(3).uniform(size=(SIZE, SIZE, 3)), jnp.float32)
+    triplane, aabb = model.appearance.triplane, model.appearance.aabb[...]
+    columns = jnp.arange(SIZE)[None, :] >= SIZE // 2
+    for right in (False, True):
+        crop_image, crop_depth, crop_K = half_view(image, depth, K, jnp.asarray(right))
+        assert crop_image.shape == (SIZE, SIZE // 2, 3) and crop_depth.shape == (SIZE, SIZE // 2)
+        cropped = triplane.colour_maps(crop_image, crop_depth, crop_K, viewmat, jnp.ones(crop_depth.shape, bool), aabb)
+        visible = jnp.broadcast_to(columns == right, (SIZE, SIZE))
+        whole = triplane.colour_maps(image, depth, K, viewmat, visible, aabb)
+        for a, b in zip(jax.tree.leaves(cropped), jax.tree.leaves(whole), strict=True):
+            # Per-cell means of [0, 1] colours over tens of pixels, summed in another order: f32 rounding ~1e-6.
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+        assert float(jnp.max(cropped[1])) > 0  # some cells are covered
+
+
 def test_task_rejects_bad_choices():
     from configs.wildgs import get_config
     from models.wildgs.tasks import WildGSTask
@@ -174,6 +198,10 @@ def test_task_rejects_bad_choices():
     config = get_config("tiny")
     config.wildgs.eval_protocol = "quarter"
     with pytest.raises(ValueError, match="eval_protocol"):
+        WildGSTask(config)
+    config = get_config("tiny")
+    config.wildgs.reference_crop = 1.5
+    with pytest.raises(ValueError, match="reference_crop"):
         WildGSTask(config)
     config = get_config("tiny")
     config.wildgs.triplane_depth, config.wildgs.depth_key = "data", ""
