@@ -2,7 +2,7 @@
 held-out views scored with the in-the-wild protocol (right half of each test image; Wild-GS takes its appearance
 from the left half, plain 3DGS has no appearance input), plus Wild-GS's occluder-mask IoU.
 
-    python benchmarks/wildgs_duck.py [--steps 600] [--resolution 128] [--workdir /tmp/wildgs_duck] \
+    python benchmarks/wildgs_duck.py [--steps 1200] [--resolution 64] [--workdir /tmp/wildgs_duck] \
         [--out benchmarks/results/wildgs_duck.md]
 
 Writes the markdown table to --out and the raw numbers beside it (.json). CPU: about 1.5 s per Wild-GS step at
@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from configs.wildgs import DUCK_RESOLUTION, DUCK_STEPS
 from zoo.train.trainer import Trainer
 
 
@@ -43,7 +44,10 @@ def _configs(steps: int, resolution: int | None = None):
     plain.num_train_steps = steps
     for config in (wild, plain):
         if resolution:
-            config.data.train.kwargs = {**dict(config.data.train.get("kwargs", {}) or {}), "resolution": int(resolution)}
+            config.data.train.kwargs = {
+                **dict(config.data.train.get("kwargs", {}) or {}),
+                "resolution": int(resolution),
+            }
         config.log_every = 50
         config.eval_every = 0
         config.checkpoint_every = 0
@@ -89,8 +93,10 @@ def _train(config, workdir: str) -> tuple[Trainer, dict, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--resolution", type=int, default=128, help="image size of the embedded scene (pixels)")
+    parser.add_argument("--steps", type=int, default=DUCK_STEPS)
+    parser.add_argument(
+        "--resolution", type=int, default=DUCK_RESOLUTION, help="image size of the embedded scene (pixels)"
+    )
     parser.add_argument("--workdir", default="/tmp/wildgs_duck")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "wildgs_duck.md"))
     parser.add_argument(

@@ -49,7 +49,9 @@ def _config(args):
         groups = [dict(g) for g in config.optimizer.groups]
         matching = [g for g in groups if g["pattern"] == pattern]
         if not matching:
-            raise SystemExit(f"--group-lr {item!r}: no optimizer group {pattern!r}; groups: {[g['pattern'] for g in groups]}")
+            raise SystemExit(
+                f"--group-lr {item!r}: no optimizer group {pattern!r}; groups: {[g['pattern'] for g in groups]}"
+            )
         for group in matching:
             group["lr"] = float(value)
         config.optimizer.groups = tuple(groups)
@@ -134,8 +136,12 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--plain", action="store_true", help="train plain 3DGS instead of Wild-GS")
     parser.add_argument("--set", action="append", default=[], help="config override key=python_literal")
-    parser.add_argument("--group-lr", action="append", default=[],
-                        help="optimizer group lr PATTERN=VALUE (PATTERN as in configs/wildgs.py, e.g. features=2.5e-4)")
+    parser.add_argument(
+        "--group-lr",
+        action="append",
+        default=[],
+        help="optimizer group lr PATTERN=VALUE (PATTERN as in configs/wildgs.py, e.g. features=2.5e-4)",
+    )
     parser.add_argument("--workdir", default="/tmp/wildgs_probe")
     args = parser.parse_args()
     config = _config(args)
