@@ -45,16 +45,10 @@ def _config(args):
             node = node[part]
         node[leaf] = ast.literal_eval(value)
     for item in args.group_lr:
+        from configs.wildgs import set_group_lr
+
         pattern, _, value = item.rpartition("=")
-        groups = [dict(g) for g in config.optimizer.groups]
-        matching = [g for g in groups if g["pattern"] == pattern]
-        if not matching:
-            raise SystemExit(
-                f"--group-lr {item!r}: no optimizer group {pattern!r}; groups: {[g['pattern'] for g in groups]}"
-            )
-        for group in matching:
-            group["lr"] = float(value)
-        config.optimizer.groups = tuple(groups)
+        set_group_lr(config, pattern, float(value))
     return config
 
 

@@ -67,32 +67,8 @@ def _wildgs(config: ml_collections.ConfigDict) -> None:
     config.optimizer.frozen = ("sh_dc", "sh_rest")
 
 
-def random_encoder(config: ml_collections.ConfigDict) -> None:
-    """Without ImageNet weights (nothing downloads) train the random ResNet-18 encoder with the rest of the parsing
-    UNet at the colour net's lr (5e-4) and the mask decoder at 5e-5. At 2e-3 with the mask decoder at the same lr the
-    mask saturated and the global embedding collapsed to a constant; with the mask decoder slowed, training the
-    encoder finds the occluders best of the settings tried (64 px, 300 steps: IoU 0.74 against 0.33 with the encoder
-    frozen; 128 px, 600 steps: IoU 0.83). The renders still ignore the reference (models/wildgs/README.md,
-    "Measured, session 9")."""
-    groups = []
-    for group in config.optimizer.groups:
-        group = dict(group)
-        if group["pattern"] == r"appearance\.parsing\..*":
-            group["lr"] = APPEARANCE_LRS[r"appearance\.fusion\..*"]
-        elif group["pattern"] == MASK_NET:
-            group["lr"] = RANDOM_ENCODER_MASK_LR
-        groups.append(group)
-    config.optimizer.groups = tuple(groups)
-
-
-# `wild_duck`: the run of record (benchmarks/results/wildgs_duck.md): 1200 steps at 64 px.
-DUCK_STEPS, DUCK_RESOLUTION = 1200, 64
-# The intrinsic features at a tenth of 3DGS's f_dc lr: at 2.5e-3 they fit the average appearance before M_F learns to
-# use the reference, and the renders ignore it (README "Measured, session 9", e8 / e9).
-DUCK_FEATURE_LR = 2.5e-4
-
-
-def _set_group_lr(config: ml_collections.ConfigDict, pattern: str, lr: float) -> None:
+def set_group_lr(config: ml_collections.ConfigDict, pattern: str, lr: float) -> None:
+    """Set the lr of the optimizer group(s) with this pattern (as in `APPEARANCE_LRS`); unknown patterns raise."""
     groups = [dict(group) for group in config.optimizer.groups]
     matching = [group for group in groups if group["pattern"] == pattern]
     if not matching:
@@ -100,6 +76,24 @@ def _set_group_lr(config: ml_collections.ConfigDict, pattern: str, lr: float) ->
     for group in matching:
         group["lr"] = float(lr)
     config.optimizer.groups = tuple(groups)
+
+
+def random_encoder(config: ml_collections.ConfigDict) -> None:
+    """Without ImageNet weights (nothing downloads) train the random ResNet-18 encoder with the rest of the parsing
+    UNet at the colour net's lr (5e-4) and the mask decoder at 5e-5. At 2e-3 with the mask decoder at the same lr the
+    mask saturated and the global embedding collapsed to a constant; with the mask decoder slowed, training the
+    encoder finds the occluders best of the settings tried (64 px, 300 steps: IoU 0.74 against 0.33 with the encoder
+    frozen; 128 px, 600 steps: IoU 0.83). The renders still ignore the reference (models/wildgs/README.md,
+    "Measured, session 9")."""
+    set_group_lr(config, r"appearance\.parsing\..*", APPEARANCE_LRS[r"appearance\.fusion\..*"])
+    set_group_lr(config, MASK_NET, RANDOM_ENCODER_MASK_LR)
+
+
+# `wild_duck`: the run of record (benchmarks/results/wildgs_duck_64px_1200.md): 1200 steps at 64 px.
+DUCK_STEPS, DUCK_RESOLUTION = 1200, 64
+# The intrinsic features at a tenth of 3DGS's f_dc lr: at 2.5e-3 they fit the average appearance before M_F learns to
+# use the reference, and the renders ignore it (README "Measured, session 9", e8 / e9).
+DUCK_FEATURE_LR = 2.5e-4
 
 
 def duck_schedule(config: ml_collections.ConfigDict, steps: int = 600) -> None:
@@ -137,7 +131,7 @@ def get_config(arg: str = "wild_duck") -> ml_collections.ConfigDict:
         # Half of the steps take the appearance from a half view, as the in-the-wild eval does (README "Measured,
         # session 10": trained on whole views only, the left-half triplane and embedding mislead the right half).
         config.wildgs.reference_crop = 0.5
-        _set_group_lr(config, "features", DUCK_FEATURE_LR)
+        set_group_lr(config, "features", DUCK_FEATURE_LR)
     elif arg == "tiny":
         duck_schedule(config, 40)
         gs = config.gaussians
